@@ -1,0 +1,89 @@
+"""isoproof: grow, shrink and sparsify isotropic networks with proven function preservation.
+
+An isotropic activation ``f(x) = g(|x|) x`` commutes with every orthogonal change of basis, so a
+layer can be rotated into its singular basis (:func:`left_diagonalise`), alternate layers made
+diagonal (:func:`sparsify`), weak neurons removed (:func:`prune`, exact at sigma = 0 thanks to the
+intrinsic length ``o`` and the psi correction) and inactive neurons added (:func:`grow`), all with
+the function unchanged. Every operation is in place, transactional, carries the optimiser state
+along, and returns a :class:`Receipt`. Proofs: ``python -m proofs``.
+
+Example::
+
+    >>> import torch, isoproof
+    >>> model = isoproof.IsotropicMLP([8, 32, 32, 32, 4], dtype=torch.float64)
+    >>> x = torch.randn(16, 8, dtype=torch.float64)
+    >>> y = model(x)
+    >>> receipt = isoproof.sparsify(model)
+    >>> isoproof.testing.assert_function_preserved(lambda x: y, model, x) < 1e-12
+    True
+"""
+
+from . import testing as testing
+from ._version import __version__ as __version__
+from .activations import IsotropicActivation as IsotropicActivation
+from .activations import export_mode as export_mode
+from .degeneration import prune as prune
+from .degeneration import prune_below as prune_below
+from .diagonal import DiagonalLinear as DiagonalLinear
+from .diagonalise import full_diagonalise as full_diagonalise
+from .diagonalise import left_diagonalise as left_diagonalise
+from .diagonalise import singular_values as singular_values
+from .diagonalise import sparsify as sparsify
+from .exceptions import CheckpointError as CheckpointError
+from .exceptions import IsoproofError as IsoproofError
+from .exceptions import LayerIndexError as LayerIndexError
+from .exceptions import MissingGainError as MissingGainError
+from .exceptions import NonFiniteError as NonFiniteError
+from .exceptions import NotIsotropicError as NotIsotropicError
+from .exceptions import NotOrthogonalError as NotOrthogonalError
+from .exceptions import UnsupportedOptimizerError as UnsupportedOptimizerError
+from .exceptions import WidthError as WidthError
+from .growth import grow as grow
+from .io import load as load
+from .io import save as save
+from .mlp import IsotropicMLP as IsotropicMLP
+from .mlp import count_parameters as count_parameters
+from .radial import get_radial as get_radial
+from .receipt import Receipt as Receipt
+from .scaffold import adapt as adapt
+from .symmetry import rotate as rotate
+from .tasks import add_inputs as add_inputs
+from .tasks import add_outputs as add_outputs
+from .tasks import remove_inputs as remove_inputs
+from .tasks import remove_outputs as remove_outputs
+
+__all__ = [
+    "CheckpointError",
+    "DiagonalLinear",
+    "IsoproofError",
+    "IsotropicActivation",
+    "IsotropicMLP",
+    "LayerIndexError",
+    "MissingGainError",
+    "NonFiniteError",
+    "NotIsotropicError",
+    "NotOrthogonalError",
+    "Receipt",
+    "UnsupportedOptimizerError",
+    "WidthError",
+    "__version__",
+    "adapt",
+    "add_inputs",
+    "add_outputs",
+    "count_parameters",
+    "export_mode",
+    "full_diagonalise",
+    "get_radial",
+    "grow",
+    "left_diagonalise",
+    "load",
+    "prune",
+    "prune_below",
+    "remove_inputs",
+    "remove_outputs",
+    "rotate",
+    "save",
+    "singular_values",
+    "sparsify",
+    "testing",
+]

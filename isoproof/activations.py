@@ -1,0 +1,205 @@
+"""The isotropic activation ``f(z) = g(N) z``.
+
+Maths (``../shared/notes/isotropic-method.md`` §1)::
+
+    N(z; o) = sqrt(max(o + sum_i z_i^2, eps^2)),      g(N) = s(N) / N,      f(z) = g(N) z
+
+``s`` is the radial profile (:mod:`isoproof.radial`), ``o >= 0`` the *intrinsic length* (squared
+form: it enters the norm like the square of one extra, constant coordinate). Because ``N`` only
+depends on ``|z|``, ``f(Q z) = Q f(z)`` for every orthogonal ``Q``: the activation has no preferred
+basis, so a layer can be rotated freely (exact: see ``proofs/equivariance.py``).
+
+Shapes: ``z`` is ``[..., n]`` with ``dim=-1`` (MLPs) or ``[B, C, H, W]`` with ``dim=1``
+(convolutions: the norm runs over channels at each pixel); ``g`` keeps the reduced axis with size 1.
+
+Numerics. The ``eps`` clamp makes ``f`` and its gradient finite at ``z = 0`` (it is exact to
+``O(eps^2)``: ``g`` is evaluated at ``N = eps`` instead of ``N -> 0``). The norm is computed in
+float64 (float32 for float16 inputs) after dividing by ``m = max(max_i |z_i|, 1)`` (``m`` held
+constant for autograd, which is exact since the value does not depend on ``m``), so neither ``|z|^2``
+nor ``N`` can overflow, even for inputs near the dtype's largest finite value. Inside :func:`export_mode` the plain form
+``(z * z) @ ones`` is used instead: it exports to ``Mul`` + ``MatMul``, which every ONNX execution
+provider supports.
+
+Example (the invariant, checked)::
+
+    >>> act = IsotropicActivation("tanh", intrinsic_length="constant", init_length=0.3)
+    >>> z = torch.randn(5, 4, dtype=torch.float64)
+    >>> Q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    >>> torch.allclose(act(z @ Q.T), act(z) @ Q.T, atol=1e-12)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .exceptions import IsoproofError
+from .radial import Radial, get_radial
+
+__all__ = ["INTRINSIC_LENGTH_MODES", "IntrinsicLength", "IsotropicActivation", "export_mode"]
+
+IntrinsicLength = Literal["trainable", "constant", "none"]
+INTRINSIC_LENGTH_MODES: tuple[str, ...] = ("trainable", "constant", "none")
+
+
+class IsotropicActivation(nn.Module):
+    """Isotropic activation ``f(z) = s(N)/N * z`` with an optional intrinsic length ``o``.
+
+    Args:
+        radial: name of the radial profile (``"tanh"``, ``"softsign"``, ``"log1p"``,
+            ``"shifted_relu"`` or ``"shifted_relu:R"``) or a :class:`~isoproof.radial.Radial`.
+        intrinsic_length: ``"trainable"`` (stores ``log o`` as a parameter, so ``o > 0``),
+            ``"constant"`` (a buffer changed only by structural operations) or ``"none"`` (o = 0).
+        init_length: initial ``o`` (the paper uses 1e-6).
+        dim: the axis holding the layer's neurons (-1 for MLPs, 1 for ``[B, C, H, W]``).
+        eps: lower clamp of ``N``.
+    """
+
+    def __init__(
+        self,
+        radial: str | Radial = "tanh",
+        *,
+        intrinsic_length: IntrinsicLength = "trainable",
+        init_length: float = 1e-6,
+        dim: int = -1,
+        eps: float = 1e-3,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.radial = get_radial(radial)
+        if intrinsic_length not in INTRINSIC_LENGTH_MODES:
+            raise IsoproofError(
+                f"expected intrinsic_length in {INTRINSIC_LENGTH_MODES}, got {intrinsic_length!r}"
+            )
+        if not (isinstance(eps, float | int) and math.isfinite(eps) and eps > 0):
+            raise IsoproofError(f"expected a finite eps > 0, got {eps!r}")
+        if not isinstance(dim, int):
+            raise IsoproofError(f"expected an int dim, got {type(dim).__name__}")
+        self.intrinsic_length: IntrinsicLength = intrinsic_length
+        self.dim = dim
+        self.eps = float(eps)
+        self.plain = False  # set by export_mode()
+        factory = {"dtype": dtype, "device": device}
+        if intrinsic_length == "trainable":
+            if not (math.isfinite(init_length) and init_length > 0):
+                raise IsoproofError(
+                    "expected init_length > 0 for a trainable intrinsic length (stored as log o), "
+                    f"got {init_length!r}"
+                )
+            self.log_o = nn.Parameter(torch.tensor(math.log(init_length), **factory))
+        elif intrinsic_length == "constant":
+            if not (math.isfinite(init_length) and init_length >= 0):
+                raise IsoproofError(f"expected a finite init_length >= 0, got {init_length!r}")
+            self.register_buffer("o_const", torch.tensor(float(init_length), **factory))
+
+    @property
+    def o(self) -> torch.Tensor:
+        """The intrinsic length ``o`` (squared form) as a 0-d tensor."""
+        if self.intrinsic_length == "trainable":
+            return self.log_o.exp()
+        if self.intrinsic_length == "constant":
+            return self.o_const
+        return torch.zeros((), dtype=self._dtype(), device=self._device())
+
+    def set_o(self, value: float | torch.Tensor) -> None:
+        """Set ``o`` in place (used by neurodegeneration; ``o`` must stay >= 0, > 0 if trainable)."""
+        value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        if self.intrinsic_length == "none":
+            if value != 0.0:
+                raise IsoproofError(f"expected o = 0 for intrinsic_length='none', got {value}")
+            return
+        if not math.isfinite(value) or value < 0:
+            raise IsoproofError(f"expected a finite o >= 0, got {value}")
+        with torch.no_grad():
+            if self.intrinsic_length == "trainable":
+                if value <= 0:
+                    raise IsoproofError(f"expected o > 0 for a trainable intrinsic length, got {value}")
+                self.log_o.fill_(math.log(value))
+            else:
+                self.o_const.fill_(value)
+
+    def _dtype(self) -> torch.dtype:
+        for t in (*self.parameters(), *self.buffers()):
+            return t.dtype
+        return torch.get_default_dtype()
+
+    def _device(self) -> torch.device:
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def norm(self, z: torch.Tensor) -> torch.Tensor:
+        """``N = sqrt(max(o + |z|^2, eps^2))`` with the reduced axis kept.
+
+        Computed in float64 (float32 for float16 inputs), after scaling by ``max|z|``, so neither
+        ``|z|^2`` nor ``N`` can overflow; in :func:`export_mode`, in ``z``'s dtype (plain form).
+        """
+        if self.plain:
+            o = self.o.to(device=z.device, dtype=z.dtype)
+            return torch.sqrt(torch.clamp_min(o + _sum_of_squares(z, self.dim), self.eps**2))
+        zz = z.to(_accumulator(z.dtype))
+        o = self.o.to(device=z.device, dtype=zz.dtype)
+        # m is a constant for autograd: N does not depend on it, so the gradient stays exact.
+        m = zz.detach().abs().amax(dim=self.dim, keepdim=True).clamp_min(1.0)
+        u = zz / m
+        q = (u * u).sum(dim=self.dim, keepdim=True) + o / (m * m)
+        return m * torch.sqrt(torch.clamp_min(q, (self.eps / m) ** 2))
+
+    def forward_with_gain(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(f(z), g)``; ``g`` has the neuron axis kept with size 1."""
+        if z.dim() == 0:
+            raise IsoproofError("expected a tensor with a neuron axis, got a 0-d tensor")
+        N = self.norm(z)
+        g = self.radial.gain(N)
+        return (g * z.to(N.dtype)).to(z.dtype), g.to(z.dtype)
+
+    def gain(self, z: torch.Tensor) -> torch.Tensor:
+        """The per-sample gain ``g = s(N)/N`` (reduced axis kept, size 1)."""
+        return self.forward_with_gain(z)[1]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_gain(z)[0]
+
+    def extra_repr(self) -> str:
+        return (
+            f"radial={self.radial.spec!r}, intrinsic_length={self.intrinsic_length!r}, "
+            f"dim={self.dim}, eps={self.eps:g}"
+        )
+
+
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    """float32 for float16 (its range squared fits), float64 otherwise (bfloat16/float32 do not)."""
+    return torch.float32 if dtype == torch.float16 else torch.float64
+
+
+def _sum_of_squares(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """``sum(z*z)`` over ``dim`` (kept), as a MatMul with a ones column when ``dim`` is last."""
+    if dim in (-1, z.dim() - 1):
+        ones = torch.ones(z.shape[-1], 1, dtype=z.dtype, device=z.device)
+        return (z * z) @ ones
+    return (z * z).sum(dim=dim, keepdim=True)
+
+
+@contextmanager
+def export_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every :class:`IsotropicActivation` in ``module`` uses the plain norm.
+
+    The plain form ``sqrt(max(o + (z*z) @ 1, eps^2))`` exports to portable ONNX ops (no
+    ``ReduceMax``/``ReduceSum``); it equals the scaled form up to rounding for ``|z| < 1e18``.
+    """
+    acts = [m for m in module.modules() if isinstance(m, IsotropicActivation)]
+    previous = [a.plain for a in acts]
+    try:
+        for a in acts:
+            a.plain = True
+        yield module
+    finally:
+        for a, p in zip(acts, previous, strict=True):
+            a.plain = p

@@ -1,0 +1,188 @@
+"""Neurodegeneration: remove the neurons with the smallest singular values.
+
+Maths (``../shared/notes/isotropic-method.md`` §4). Left-diagonalise hidden layer ``l`` (one SVD),
+so the ``k`` weakest neurons are the last rows, with pre-activations::
+
+    h*_i = sigma_i (q_i . a_{l-1}) + b*_i + psi*_i g_{l-1}
+
+``b* = (R^T b_l)[-k:]``, ``W* = (W_{l+1} R)[:, -k:]``, ``psi*`` their own psi entries. Remove the rows,
+biases and psi entries, and the columns ``W*``; then keep what the neurons still contributed::
+
+    o_l       <- o_l + sum_i b*_i^2        (their constant part of the norm N_l)
+    psi_{l+1} <- psi_{l+1} + W* b*          (their constant output, scaled by g_l, reaches l+1)
+
+This is exact when ``sigma_i = 0`` and ``psi*_i = 0`` (exact: see ``proofs/neurodegeneration.py``);
+otherwise the removed pre-activations differ from ``b*`` by ``delta_i = sigma_i (q_i . a) + psi*_i g``,
+and the receipt's bound is ``C_l * |delta|`` with ``|delta_i| <= sigma_i A + |psi*_i| G``
+(``A`` a bound on ``|a_{l-1}|``, ``G = sup g``, ``C_l`` from :mod:`isoproof.bounds`): linear in sigma.
+
+With ``psi="none"`` the "expectation" update is used instead: ``b_{l+1} <- b_{l+1} + mean(g_l) W* b*``
+(an approximation; the mean gain is recorded during training or by ``model.record_gains``).
+With ``intrinsic_length="none"`` the ``o`` update is impossible and the bound is ``inf`` unless
+``b* = 0``.
+
+Example::
+
+    >>> model = IsotropicMLP([4, 6, 3], dtype=torch.float64)
+    >>> with torch.no_grad():
+    ...     model.linears[0].weight[-1] = 0.0  # a dead neuron: sigma = 0
+    ...     model.linears[0].bias.normal_()
+    >>> x = torch.randn(8, 4, dtype=torch.float64)
+    >>> receipt = prune(model, 0, probe=x)
+    >>> model.widths, receipt.max_abs_change < 1e-12
+    ([4, 5, 3], True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .bounds import downstream_lipschitz, hidden_input_bound
+from .exceptions import IsoproofError, MissingGainError, WidthError
+from .receipt import Receipt
+from .surgery import Surgery
+
+__all__ = ["prune", "prune_below"]
+
+Svd = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def check_count(n: object, what: str = "n") -> int:
+    """Validate a neuron count (an int >= 1)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise WidthError(f"expected {what} to be an int >= 1, got {n!r}")
+    return n
+
+
+def remove_weakest(
+    s: Surgery,
+    h: int,
+    n: int,
+    *,
+    svd: Svd | None = None,
+    probe: torch.Tensor | None = None,
+    input_norm: float | None = None,
+    correct_o: bool = True,
+    correct_psi: bool = True,
+) -> tuple[torch.Tensor, float]:
+    """Remove the ``n`` weakest neurons of hidden layer ``h`` from the workspace ``s``.
+
+    Returns ``(removed singular values, bound)``. ``correct_o``/``correct_psi`` exist only to
+    demonstrate the negative controls of the maths (both ``True`` in every public operation).
+    """
+    model = s.model
+    width = s.widths[h + 1]
+    if n >= width:
+        raise WidthError(
+            f"expected to remove at most {width - 1} of the {width} neurons of hidden layer {h} "
+            f"(a layer keeps at least one), got n={n}"
+        )
+    R, S, _ = s.svd(h) if svd is None else svd
+    s.change_basis(h, R.T)  # left diagonalisation: the weakest neurons are the last rows
+    keep = width - n
+    removed = S[keep:].clone()
+    b_star = s.b[h][keep:].clone()
+    W_star = s.W[h + 1][:, keep:].clone()
+    own_psi = (
+        s.psi[h - 1][keep:].clone()
+        if h >= 1 and model.psi_mode != "none"
+        else b_star.new_zeros(n)
+    )
+    # ---- bound: |delta_i| <= sigma_i A + |psi*_i| G, propagated by C_h (see isoproof.bounds)
+    A = hidden_input_bound(model, h, probe, input_norm)
+    G = model.radial.gain_bound
+    delta = removed * A + own_psi.abs() * G if math.isfinite(A) else None
+    if delta is None or not bool(torch.isfinite(delta).all()):
+        bound = math.inf
+    else:
+        bound = downstream_lipschitz(s, model, h) * float(delta.norm())
+    carried = W_star @ b_star  # what the removed neurons' constant part sends to layer h+1
+    # ---- corrections (exact at sigma = 0: see proofs/neurodegeneration.py)
+    if model.intrinsic_length != "none" and correct_o:
+        s.o[h] = s.o[h] + (b_star * b_star).sum()
+    elif bool((b_star != 0).any()):
+        bound = math.inf  # the norm loses b*^2 and nothing restores it
+    if not correct_psi:
+        bound = math.inf
+    elif model.psi_mode != "none":
+        s.psi[h] = s.psi[h] + carried
+    elif bool((carried != 0).any()):
+        gbar = float(model.gain_means[h])
+        if math.isnan(gbar):
+            raise MissingGainError(
+                f"expected a recorded mean gain for hidden layer {h} (psi='none' prunes with the "
+                "expectation update): train the model or call model.record_gains(x), got none"
+            )
+        s.b[h + 1] = s.b[h + 1] + gbar * carried
+        tail = downstream_lipschitz(s, model, h + 1) if h + 1 < s.num_layers - 1 else 1.0
+        bound += tail * float(carried.norm()) * max(gbar, G - gbar)
+    s.change_basis(h, torch.eye(width, dtype=torch.float64, device=R.device)[:keep])
+    return removed, bound
+
+
+def prune(
+    model: object,
+    layer: int,
+    n: int = 1,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+    input_norm: float | None = None,
+) -> Receipt:
+    """Remove the ``n`` smallest-sigma neurons of hidden layer ``layer`` after one SVD, in place.
+
+    Args:
+        model: an :class:`~isoproof.IsotropicMLP`.
+        layer: hidden layer index in ``[0, L-2]``.
+        n: how many neurons (at most ``width - 1``).
+        optimizer: SGD/Adam/AdamW whose state follows the resize.
+        probe: a batch to measure the output change on (``receipt.max_abs_change``).
+        input_norm: bound on ``|x|`` used by the receipt's bound when ``layer == 0``.
+
+    Returns:
+        A :class:`Receipt` with the removed singular values and the bound of the module docstring.
+    """
+    s = Surgery(model, optimizer)
+    h = s.check_hidden(layer)
+    n = check_count(n)
+    removed, bound = remove_weakest(s, h, n, probe=probe, input_norm=input_norm)
+    return s.commit("prune", h, singular_values=removed, bound=bound, probe=probe)
+
+
+def prune_below(
+    model: object,
+    threshold: float,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+    input_norm: float | None = None,
+) -> Receipt:
+    """Remove every neuron with ``sigma <= threshold`` in every hidden layer, last layer first.
+
+    Raises :class:`WidthError` (and changes nothing) if a layer would lose all its neurons.
+    """
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise IsoproofError(f"expected a float threshold, got {threshold!r}") from None
+    if not math.isfinite(threshold) or threshold < 0:
+        raise IsoproofError(f"expected a finite threshold >= 0, got {threshold}")
+    s = Surgery(model, optimizer)
+    removed: list[float] = []
+    bound = 0.0
+    for h in reversed(range(s.num_layers - 1)):
+        svd = s.svd(h)
+        count = int((svd[1] <= threshold).sum())
+        if count == 0:
+            continue
+        if count >= s.widths[h + 1]:
+            raise WidthError(
+                f"threshold {threshold:g} would remove all {count} neurons of hidden layer {h} "
+                f"(largest sigma {float(svd[1][0]):.3g}); expected at least one to remain"
+            )
+        values, b = remove_weakest(s, h, count, svd=svd, probe=probe, input_norm=input_norm)
+        removed.extend(values.tolist())
+        bound += b
+    return s.commit("prune_below", None, singular_values=tuple(removed), bound=bound, probe=probe)

@@ -1,0 +1,56 @@
+"""Exceptions raised by isoproof.
+
+Every error a user can cause is a subclass of :class:`IsoproofError`, itself a ``ValueError``, so
+``except ValueError`` keeps working. Messages follow the pattern "expected X, got Y". An operation
+that raises leaves the model (and the optimizer passed to it) exactly as it was.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "IsoproofError",
+    "LayerIndexError",
+    "MissingGainError",
+    "NonFiniteError",
+    "NotIsotropicError",
+    "NotOrthogonalError",
+    "UnsupportedOptimizerError",
+    "WidthError",
+]
+
+
+class IsoproofError(ValueError):
+    """Base class of every error isoproof raises on bad input."""
+
+
+class LayerIndexError(IsoproofError, IndexError):
+    """A layer index is outside the range the operation accepts."""
+
+
+class WidthError(IsoproofError):
+    """A width is invalid, or an operation would leave a layer with no neuron."""
+
+
+class NotOrthogonalError(IsoproofError):
+    """A matrix passed as a change of basis is not orthogonal within tolerance."""
+
+
+class NotIsotropicError(IsoproofError, TypeError):
+    """The model is not an :class:`~isoproof.IsotropicMLP` (its symmetries are not known)."""
+
+
+class NonFiniteError(IsoproofError):
+    """A parameter or input holds NaN or Inf."""
+
+
+class UnsupportedOptimizerError(IsoproofError, TypeError):
+    """An optimizer whose state isoproof cannot transform (only SGD, Adam and AdamW are)."""
+
+
+class MissingGainError(IsoproofError):
+    """Expectation-mode pruning (``psi="none"``) needs a recorded mean gain that is absent."""
+
+
+class CheckpointError(IsoproofError):
+    """A checkpoint file is missing, truncated, corrupted or inconsistent."""

@@ -1,0 +1,80 @@
+"""Neurogenesis: add scaffold neurons without changing the function.
+
+Maths (``../shared/notes/isotropic-method.md`` §5). After one left diagonalisation of hidden layer
+``l``, append ``n`` neurons with a zero incoming row, zero bias and zero psi entry, and outgoing
+columns ``init_scale * N(0, 1)`` in ``W_{l+1}``. Their pre-activation is identically 0, so the norm
+``N_l`` and every output are unchanged, whatever the outgoing columns (exact: see
+``proofs/neurogenesis.py``). A non-zero outgoing column gives the new rows a non-zero gradient
+(``dL/dw_new = g_l (c^T dL/dz_{l+1}) a_{l-1}^T``); ``init_scale=0`` leaves them at a saddle.
+
+Example::
+
+    >>> model = IsotropicMLP([4, 6, 3], dtype=torch.float64)
+    >>> x = torch.randn(8, 4, dtype=torch.float64)
+    >>> receipt = grow(model, 0, n=3, probe=x)
+    >>> model.widths, receipt.max_abs_change < 1e-12
+    ([4, 9, 3], True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .degeneration import check_count
+from .exceptions import IsoproofError
+from .receipt import Receipt
+from .surgery import Surgery
+
+__all__ = ["grow"]
+
+
+def append_neurons(
+    s: Surgery,
+    h: int,
+    n: int,
+    *,
+    init_scale: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Append ``n`` inactive neurons to hidden layer ``h`` of the workspace ``s``."""
+    width = s.widths[h + 1]
+    eye = torch.eye(width, dtype=torch.float64, device=s.W[h].device)
+    s.change_basis(h, torch.cat([eye, eye.new_zeros(n, width)]))  # zero rows, biases, psi
+    out = s.W[h + 1].shape[0]
+    cols = torch.randn(out, n, generator=generator, dtype=torch.float64) * init_scale
+    s.W[h + 1][:, width:] = cols.to(s.W[h + 1].device)  # any column: see proofs/neurogenesis.py
+
+
+def check_scale(init_scale: object) -> float:
+    if isinstance(init_scale, bool) or not isinstance(init_scale, int | float):
+        raise IsoproofError(f"expected a float init_scale, got {type(init_scale).__name__}")
+    if not math.isfinite(init_scale) or init_scale < 0:
+        raise IsoproofError(f"expected a finite init_scale >= 0, got {init_scale}")
+    return float(init_scale)
+
+
+def grow(
+    model: object,
+    layer: int,
+    n: int = 1,
+    *,
+    init_scale: float = 0.01,
+    generator: torch.Generator | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+) -> Receipt:
+    """Add ``n`` scaffold neurons to hidden layer ``layer`` (``0 <= layer <= L-2``), in place.
+
+    The layer is first left-diagonalised (one SVD), so the new neurons sit after the weakest
+    existing one. New optimiser moments are zero.
+    """
+    s = Surgery(model, optimizer)
+    h = s.check_hidden(layer)
+    n = check_count(n)
+    init_scale = check_scale(init_scale)
+    R, _, _ = s.svd(h)
+    s.change_basis(h, R.T)
+    append_neurons(s, h, n, init_scale=init_scale, generator=generator)
+    return s.commit("grow", h, singular_values=(0.0,) * n, probe=probe)

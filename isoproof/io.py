@@ -1,0 +1,137 @@
+"""Safe save and load of isotropic models (safetensors, never pickle).
+
+A resized model has widths no constructor default knows, so the architecture travels with the
+weights: :func:`save` writes a safetensors file whose metadata holds the config (widths, radial,
+modes, dtype, diagonal layers), the isoproof version and a SHA-256 of the tensor bytes. The file is
+written to a temporary name in the same folder and renamed, so a crash never leaves a half-written
+checkpoint. :func:`load` rebuilds the model and refuses (with :class:`CheckpointError` and the
+reason) anything truncated, corrupted, or inconsistent with its own metadata.
+
+Example::
+
+    >>> model = IsotropicMLP([4, 6, 6, 3], dtype=torch.float64)
+    >>> _ = sparsify(model)
+    >>> path = save(model, tmp_path / "m.safetensors")
+    >>> x = torch.randn(5, 4, dtype=torch.float64)
+    >>> torch.equal(load(path)(x), model(x))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ._version import __version__
+from .diagonal import DiagonalLinear
+from .exceptions import CheckpointError, IsoproofError
+from .mlp import IsotropicMLP
+from .surgery import check_model
+
+__all__ = ["FORMAT", "load", "read_metadata", "save"]
+
+FORMAT = "isoproof.IsotropicMLP/1"
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+           "bfloat16": torch.bfloat16}
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().contiguous().cpu()
+        h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save(model: IsotropicMLP, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``path`` (safetensors with config metadata), atomically."""
+    model = check_model(model)
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(model.config()),
+        "isoproof_version": __version__,
+        "sha256": _digest(tensors),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's metadata with ``config`` parsed (raises :class:`CheckpointError`)."""
+    return _read(Path(path), tensors=False)[0]
+
+
+def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    if not path.is_file():
+        raise CheckpointError(f"expected a checkpoint file at {path}, got no such file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            data = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+    try:
+        meta["config"] = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: expected a JSON 'config' in the metadata ({e})") from None
+    return meta, data
+
+
+def load(
+    path: str | os.PathLike[str], *, device: torch.device | str | None = None
+) -> IsotropicMLP:
+    """Rebuild the model saved at ``path`` (identical outputs); never unpickles."""
+    path = Path(path)
+    meta, tensors = _read(path, tensors=True)
+    cfg = meta["config"]
+    if meta.get("sha256") != _digest(tensors):
+        raise CheckpointError(f"{path}: tensor data does not match its SHA-256 (corrupted file)")
+    try:
+        dtype = _DTYPES[cfg["dtype"]]
+        model = IsotropicMLP(
+            cfg["widths"],
+            radial=cfg["radial"],
+            intrinsic_length=cfg["intrinsic_length"],
+            psi=cfg["psi"],
+            psi_decay=cfg["psi_decay"],
+            eps=cfg["eps"],
+            dtype=dtype,
+            device=device,
+        )
+        for i in cfg["diagonal_layers"]:
+            lin = model.linears[i]
+            model.linears[i] = DiagonalLinear(
+                lin.in_features, lin.out_features, dtype=dtype, device=device
+            )
+    except (KeyError, TypeError, IndexError, IsoproofError) as e:
+        raise CheckpointError(f"{path}: invalid config {cfg!r} ({e})") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        raise CheckpointError(
+            f"{path}: tensors do not match the config (missing {missing}, unexpected {extra}, "
+            f"wrong shape {wrong})"
+        )
+    model.load_state_dict(tensors, strict=True)
+    return model

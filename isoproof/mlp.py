@@ -1,0 +1,267 @@
+"""``IsotropicMLP``: the generalised isotropic perceptron.
+
+Maths (``../shared/notes/isotropic-method.md`` §2), widths ``[n0, ..., nL]``, ``L`` affine maps::
+
+    z_0 = W_0 x + b_0
+    z_l = W_l a_{l-1} + b_l + psi_{l-1} * g_{l-1}      (1 <= l <= L-1, output layer included)
+    a_l = g_l * z_l,   g_l = s(N_l) / N_l,   N_l = sqrt(max(o_l + |z_l|^2, eps^2))
+
+and the output is ``z_{L-1}``. ``psi[l-1]`` here is the note's ``psi_l`` (the vector added to the
+pre-activation of ``linears[l]``). The plain isotropic MLP is the member with ``o = 0, psi = 0``.
+
+Indexing used by every operation: *hidden layer* ``h`` (``0 <= h <= L-2``) is the output space of
+``linears[h]``, of width ``widths[h + 1]``, and feeds ``activations[h]`` and ``linears[h + 1]``.
+
+Shapes: input ``[..., n0]``, output ``[..., nL]``.
+
+Example (the plain MLP is a special case)::
+
+    >>> m = IsotropicMLP([4, 8, 3], intrinsic_length="none", psi="none", dtype=torch.float64)
+    >>> x = torch.randn(5, 4, dtype=torch.float64)
+    >>> h = m.linears[0](x)
+    >>> n = h.norm(dim=-1, keepdim=True)
+    >>> torch.allclose(m(x), m.linears[1](torch.tanh(n) / n * h))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .activations import IntrinsicLength, IsotropicActivation
+from .diagonal import DiagonalLinear
+from .exceptions import IsoproofError, WidthError
+from .psi import PsiMode, PsiVectors
+from .radial import Radial, get_radial
+
+__all__ = ["INIT_MODES", "IsotropicMLP", "count_parameters"]
+
+INIT_MODES: tuple[str, ...] = ("orthogonal", "kaiming")
+Init = Literal["orthogonal", "kaiming"]
+
+
+class IsotropicMLP(nn.Module):
+    """Isotropic MLP with intrinsic lengths ``o`` and psi corrections.
+
+    Args:
+        widths: ``[n0, n1, ..., nL]``, at least two entries, each >= 1.
+        radial: radial profile of every activation (see :mod:`isoproof.radial`).
+        intrinsic_length: ``"trainable"`` | ``"constant"`` | ``"none"`` (see
+            :class:`IsotropicActivation`).
+        init_length: initial ``o`` (1e-6 as in the paper).
+        psi: ``"decay"`` | ``"trainable"`` | ``"constant"`` | ``"none"`` (see :mod:`isoproof.psi`).
+        psi_decay: weight of the L2 penalty ``psi_decay * sum |psi|^2`` in ``"decay"`` mode.
+        init: ``"orthogonal"`` (the paper: orthogonal weights, zero biases) or ``"kaiming"``
+            (PyTorch's ``nn.Linear`` default).
+        eps: lower clamp of the activation norm.
+        generator: optional ``torch.Generator`` for the initialisation.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        *,
+        radial: str | Radial = "tanh",
+        intrinsic_length: IntrinsicLength = "trainable",
+        init_length: float = 1e-6,
+        psi: PsiMode = "decay",
+        psi_decay: float = 0.1,
+        init: Init = "orthogonal",
+        eps: float = 1e-3,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        widths = _check_widths(widths)
+        if init not in INIT_MODES:
+            raise IsoproofError(f"expected init in {INIT_MODES}, got {init!r}")
+        if not (math.isfinite(psi_decay) and psi_decay >= 0):
+            raise IsoproofError(f"expected a finite psi_decay >= 0, got {psi_decay!r}")
+        factory: dict[str, Any] = {"dtype": dtype, "device": device}
+        self.radial = get_radial(radial)
+        self.psi_decay = float(psi_decay)
+        self.linears = nn.ModuleList(
+            nn.Linear(a, b, **factory) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.activations = nn.ModuleList(
+            IsotropicActivation(
+                self.radial,
+                intrinsic_length=intrinsic_length,
+                init_length=init_length,
+                eps=eps,
+                **factory,
+            )
+            for _ in widths[1:-1]
+        )
+        self.psi = PsiVectors(widths[2:], psi, **factory)
+        # Mean gain per hidden layer, recorded for expectation-mode pruning (psi="none").
+        self.register_buffer("gain_means", torch.full((len(widths) - 2,), math.nan, **factory))
+        self._init_weights(init, generator)
+
+    # ----------------------------------------------------------------- construction
+    def _init_weights(self, init: Init, generator: torch.Generator | None) -> None:
+        with torch.no_grad():
+            for lin in self.linears:
+                if init == "orthogonal":
+                    nn.init.orthogonal_(lin.weight, generator=generator)
+                    lin.bias.zero_()
+                else:
+                    nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
+                    bound = 1 / math.sqrt(lin.in_features)
+                    nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
+
+    @property
+    def intrinsic_length(self) -> IntrinsicLength:
+        if len(self.activations) == 0:
+            return "none"
+        return self.activations[0].intrinsic_length  # type: ignore[no-any-return]
+
+    @property
+    def psi_mode(self) -> PsiMode:
+        return self.psi.mode
+
+    @property
+    def eps(self) -> float:
+        return float(self.activations[0].eps) if len(self.activations) else 1e-3
+
+    @property
+    def widths(self) -> list[int]:
+        """``[n0, ..., nL]``, always current (derived from the affine maps)."""
+        return [self.linears[0].in_features] + [int(lin.out_features) for lin in self.linears]
+
+    @property
+    def num_layers(self) -> int:
+        """``L``: the number of affine maps."""
+        return len(self.linears)
+
+    @property
+    def diagonal_layers(self) -> list[int]:
+        """Indices of the affine maps stored as :class:`DiagonalLinear`."""
+        return [i for i, lin in enumerate(self.linears) if isinstance(lin, DiagonalLinear)]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.linears[0].bias.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.linears[0].bias.device
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild the architecture (used by :mod:`isoproof.io`)."""
+        return {
+            "widths": self.widths,
+            "radial": self.radial.spec,
+            "intrinsic_length": self.intrinsic_length,
+            "psi": self.psi_mode,
+            "psi_decay": self.psi_decay,
+            "eps": self.eps,
+            "diagonal_layers": self.diagonal_layers,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of shape ``[..., n0]`` -> logits ``[..., nL]``."""
+        if x.shape[-1:] != (self.widths[0],):
+            raise WidthError(
+                f"expected input with last dimension {self.widths[0]}, got shape {tuple(x.shape)}"
+            )
+        if self.training and self.psi_mode == "none" and len(self.activations) > 0:
+            states: list[tuple[torch.Tensor, torch.Tensor]] = []
+            z = self._run(x, states)
+            self._track_gains(torch.stack([g.detach().mean() for _, g in states]))
+            return z
+        return self._run(x)
+
+    def _run(
+        self, x: torch.Tensor, states: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> torch.Tensor:
+        """The forward recursion; appends ``(a_l, g_l)`` of each hidden layer to ``states``."""
+        z = self.linears[0](x)
+        for i in range(1, len(self.linears)):
+            a, g = self.activations[i - 1].forward_with_gain(z)
+            if states is not None:
+                states.append((a, g))
+            z = self.linears[i](a)
+            if self.psi_mode != "none":
+                z = z + self.psi[i - 1] * g
+        return z
+
+    def _track_gains(self, means: torch.Tensor, momentum: float = 0.1) -> None:
+        with torch.no_grad():
+            fresh = torch.isnan(self.gain_means)
+            blended = (1 - momentum) * self.gain_means + momentum * means.to(self.gain_means)
+            self.gain_means.copy_(torch.where(fresh, means.to(self.gain_means), blended))
+
+    @torch.no_grad()
+    def hidden_states(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``[(a_l, g_l), ...]`` for every hidden layer on the batch ``x`` (``g_l``: ``[..., 1]``)."""
+        states: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._run(x, states)
+        return states
+
+    def gains(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The per-layer gains ``g_l`` (each ``[..., 1]``) for a batch ``x``."""
+        return [g for _, g in self.hidden_states(x)]
+
+    @torch.no_grad()
+    def record_gains(self, x: torch.Tensor) -> None:
+        """Set :attr:`gain_means` to the mean gain of each hidden layer over the batch ``x``."""
+        if len(self.activations):
+            means = torch.stack([g.mean() for g in self.gains(x)])
+            self.gain_means.copy_(means.to(self.gain_means))
+
+    def penalty(self) -> torch.Tensor:
+        """``psi_decay * sum_l |psi_l|^2`` in ``"decay"`` mode, else 0 (add it to the loss)."""
+        zero = self.linears[0].bias.new_zeros(())
+        if self.psi_mode != "decay" or len(self.psi) == 0:
+            return zero
+        return self.psi_decay * sum((p * p).sum() for p in self.psi)  # type: ignore[return-value]
+
+    def count_parameters(self, *, hidden_only: bool = False) -> int:
+        """Stored numbers (not non-zeros); see :func:`count_parameters`."""
+        return count_parameters(self, hidden_only=hidden_only)
+
+    def extra_repr(self) -> str:
+        return (
+            f"widths={self.widths}, radial={self.radial.spec!r}, "
+            f"intrinsic_length={self.intrinsic_length!r}, psi={self.psi_mode!r}"
+        )
+
+
+def count_parameters(model: IsotropicMLP, *, hidden_only: bool = False) -> int:
+    """Number of stored numbers of ``model``: weights (diagonal layers count their diagonal),
+    biases, psi vectors and intrinsic lengths. With ``hidden_only=True``: only the weights of the
+    hidden-to-hidden maps ``linears[1:-1]`` (the count of ``../shared/notes`` §3).
+    """
+    if hidden_only:
+        return sum(_weight_numel(lin) for lin in list(model.linears)[1:-1])
+    total = sum(_weight_numel(lin) + lin.bias.numel() for lin in model.linears)
+    total += sum(p.numel() for p in model.psi) if model.psi_mode != "none" else 0
+    total += len(model.activations) if model.intrinsic_length != "none" else 0
+    return int(total)
+
+
+def _weight_numel(lin: nn.Module) -> int:
+    if isinstance(lin, DiagonalLinear):
+        return lin.diagonal.numel()
+    return int(lin.weight.numel())
+
+
+def _check_widths(widths: Sequence[int]) -> list[int]:
+    try:
+        out = [int(w) for w in widths]
+    except (TypeError, ValueError):
+        raise WidthError(f"expected a sequence of ints, got {widths!r}") from None
+    if len(out) < 2:
+        raise WidthError(f"expected at least 2 widths (input and output), got {out}")
+    if any(w < 1 or w != orig for w, orig in zip(out, widths, strict=True)):
+        raise WidthError(f"expected every width to be an int >= 1, got {list(widths)}")
+    return out

@@ -1,0 +1,137 @@
+"""Optimiser state through structural operations.
+
+Every structural operation is, on each parameter it touches, a linear map ``p' = A p B^T``
+(``A`` acting on rows, ``B`` on columns; vectors use ``A`` only) plus an offset that the optimiser
+never sees (new outgoing columns, the ``o`` and psi corrections). :func:`apply_linear` is the one
+routine that applies such a map, to parameter values and to optimiser moments alike
+(``../shared/notes/isotropic-method.md`` §6):
+
+* first moments (``exp_avg``, ``momentum_buffer``) go through the same map: exact, because the
+  gradient of the reparameterised loss is the mapped gradient for orthogonal ``A``, ``B``;
+* second moments (``exp_avg_sq``, ``max_exp_avg_sq``) go through the elementwise-squared map
+  ``(A∘A) v (B∘B)^T``: a diagonal approximation (Adam is not rotation-equivariant);
+* rows or columns that an operation creates get zero moments (they are zero rows of ``A``);
+* ``step`` and hyper-parameters are kept; ``param_groups`` are re-pointed to new Parameters.
+
+Only ``torch.optim.SGD``, ``Adam`` and ``AdamW`` are supported; anything else raises
+:class:`~isoproof.exceptions.UnsupportedOptimizerError` before anything changes.
+
+Example (SGD momentum commutes with rotation exactly)::
+
+    >>> A = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
+    >>> m = torch.randn(3, 2, dtype=torch.float64)
+    >>> torch.allclose(apply_linear(apply_linear(m, A), A.T), m)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import torch
+from torch import nn
+
+from .exceptions import UnsupportedOptimizerError
+
+__all__ = [
+    "FIRST_MOMENTS",
+    "SECOND_MOMENTS",
+    "SUPPORTED_OPTIMIZERS",
+    "apply_linear",
+    "check_optimizer",
+    "read_moments",
+    "write_moments",
+]
+
+FIRST_MOMENTS: tuple[str, ...] = ("exp_avg", "momentum_buffer")
+SECOND_MOMENTS: tuple[str, ...] = ("exp_avg_sq", "max_exp_avg_sq")
+SUPPORTED_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+)
+
+Moments = dict[str, torch.Tensor]
+
+
+def apply_linear(
+    t: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    cols: torch.Tensor | None = None,
+    *,
+    second_moment: bool = False,
+) -> torch.Tensor:
+    """Return ``rows @ t @ cols^T`` (``rows @ t`` for vectors); squared maps for second moments.
+
+    Shapes: ``t`` is ``[m]`` or ``[m, n]``; ``rows`` is ``[m', m]``; ``cols`` is ``[n', n]``.
+    """
+    if second_moment:
+        rows = None if rows is None else rows * rows
+        cols = None if cols is None else cols * cols
+    if rows is not None:
+        t = rows @ t
+    if cols is not None:
+        t = t @ cols.T
+    return t
+
+
+def check_optimizer(optimizer: object) -> None:
+    """Raise :class:`UnsupportedOptimizerError` unless ``optimizer`` is SGD, Adam or AdamW."""
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, SUPPORTED_OPTIMIZERS):
+        names = ", ".join(c.__name__ for c in SUPPORTED_OPTIMIZERS)
+        raise UnsupportedOptimizerError(
+            f"expected one of {names} (state transforms are defined for them), "
+            f"got {type(optimizer).__name__}"
+        )
+
+
+def read_moments(
+    optimizer: torch.optim.Optimizer | None, params: Mapping[Hashable, nn.Parameter]
+) -> dict[Hashable, Moments]:
+    """Float64 copies of the moment tensors of each parameter in ``params`` (keyed like it)."""
+    out: dict[Hashable, Moments] = {}
+    if optimizer is None:
+        return out
+    for key, p in params.items():
+        state = optimizer.state.get(p)
+        if not state:
+            continue
+        moments = {
+            name: v.detach().to(torch.float64).clone()
+            for name, v in state.items()
+            if name in FIRST_MOMENTS + SECOND_MOMENTS and isinstance(v, torch.Tensor)
+        }
+        if moments:
+            out[key] = moments
+    return out
+
+
+def write_moments(
+    optimizer: torch.optim.Optimizer | None,
+    old: Mapping[Hashable, nn.Parameter],
+    new: Mapping[Hashable, nn.Parameter],
+    moments: Mapping[Hashable, Moments],
+) -> None:
+    """Move optimizer state from ``old[key]`` to ``new[key]`` with the mapped ``moments[key]``.
+
+    Parameters may be the same object (in-place updates) or new ones (resized): param_groups are
+    re-pointed, ``step`` and other entries are carried over, moments are cast to the new dtype.
+    """
+    if optimizer is None:
+        return
+    replaced = {id(old[k]): new[k] for k in old if k in new and old[k] is not new[k]}
+    for group in optimizer.param_groups:
+        group["params"] = [replaced.get(id(p), p) for p in group["params"]]
+    for key, p_old in old.items():
+        p_new = new.get(key)
+        if p_new is None:
+            continue
+        state = optimizer.state.pop(p_old, None)
+        if state is None:
+            continue
+        updated = dict(state)
+        for name, value in moments.get(key, {}).items():
+            updated[name] = value.to(dtype=p_new.dtype, device=p_new.device).reshape(p_new.shape)
+        optimizer.state[p_new] = updated

@@ -1,0 +1,85 @@
+"""``Receipt``: what every structural operation returns.
+
+One frozen record serves every operation (rotation, diagonalisation, sparsification, growth,
+pruning, the scaffold buffer, task neurons), so logs and reports read the same everywhere.
+
+Fields:
+    op: the operation's name (``"rotate"``, ``"prune"``, ...).
+    layer: the hidden layer index, a tuple of them, or ``None`` for whole-model operations.
+    widths_before, widths_after: ``model.widths`` around the operation.
+    params_before, params_after: stored numbers (:func:`isoproof.count_parameters`).
+    singular_values: the singular values involved (removed ones for pruning), descending.
+    bound: an upper bound on ``max |output change|`` (0.0 for exact operations; for pruning the
+        first-order bound of :mod:`isoproof.degeneration`). ``inf`` when no finite bound exists.
+    max_abs_change: measured ``max |f_after(x) - f_before(x)|`` on the ``probe=`` batch, or ``None``.
+
+Example::
+
+    >>> r = Receipt("rotate", 0, (2, 3, 1), (2, 3, 1), 16, 16, (), 0.0, 1e-16)
+    >>> r.exact
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Receipt", "combine"]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The record of one structural operation (see the module docstring for the fields)."""
+
+    op: str
+    layer: int | tuple[int, ...] | None
+    widths_before: tuple[int, ...]
+    widths_after: tuple[int, ...]
+    params_before: int
+    params_after: int
+    singular_values: tuple[float, ...] = ()
+    bound: float = 0.0
+    max_abs_change: float | None = None
+
+    @property
+    def exact(self) -> bool:
+        """True when the operation is function-preserving by construction (``bound == 0``)."""
+        return self.bound == 0.0
+
+    @property
+    def param_ratio(self) -> float:
+        """``params_after / params_before``."""
+        return self.params_after / self.params_before if self.params_before else float("nan")
+
+    def __str__(self) -> str:
+        change = "n/a" if self.max_abs_change is None else f"{self.max_abs_change:.3g}"
+        layer = "" if self.layer is None else f" layer {self.layer}"
+        return (
+            f"{self.op}{layer}: widths {list(self.widths_before)} -> {list(self.widths_after)}, "
+            f"params {self.params_before} -> {self.params_after}, bound {self.bound:.3g}, "
+            f"measured change {change}"
+        )
+
+
+def combine(
+    op: str,
+    receipts: Sequence[Receipt],
+    *,
+    widths_before: Sequence[int],
+    params_before: int,
+    layer: int | tuple[int, ...] | None = None,
+) -> Receipt:
+    """One receipt for a sequence of operations: bounds add (triangle inequality)."""
+    last = receipts[-1] if receipts else None
+    return Receipt(
+        op=op,
+        layer=layer,
+        widths_before=tuple(widths_before),
+        widths_after=tuple(last.widths_after) if last else tuple(widths_before),
+        params_before=params_before,
+        params_after=last.params_after if last else params_before,
+        singular_values=tuple(s for r in receipts for s in r.singular_values),
+        bound=float(sum(r.bound for r in receipts)),
+        max_abs_change=None,
+    )

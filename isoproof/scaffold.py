@@ -1,0 +1,73 @@
+"""The adaptive scaffold buffer (``../shared/notes/isotropic-method.md`` §5, paper v2).
+
+After each epoch, for every hidden layer from the last to the first, count the neurons whose
+singular value is ``<= threshold`` (all rows of ``W_l``, including structurally zero ones when the
+layer is wider than its input) and grow or prune so that exactly ``buffer`` such neurons remain:
+
+* too few: append scaffold neurons (exact, :mod:`isoproof.growth`);
+* too many: remove the weakest (:mod:`isoproof.degeneration`; bounded by the receipt).
+
+A layer always keeps at least one neuron, so with ``buffer=0`` a layer whose neurons are all weak
+keeps its strongest one. The paper's run uses ``buffer=5, threshold=0.95`` (just below the
+orthogonal-initialisation value 1).
+
+Example::
+
+    >>> model = IsotropicMLP([4, 6, 6, 3], dtype=torch.float64)
+    >>> receipt = adapt(model, buffer=2, threshold=0.5)  # fresh orthogonal net: all sigma = 1
+    >>> model.widths
+    [4, 8, 8, 3]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .degeneration import remove_weakest
+from .exceptions import IsoproofError
+from .growth import append_neurons, check_scale
+from .receipt import Receipt
+from .surgery import Surgery
+
+__all__ = ["adapt"]
+
+
+def adapt(
+    model: object,
+    *,
+    buffer: int = 5,
+    threshold: float = 0.95,
+    init_scale: float = 0.01,
+    generator: torch.Generator | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+) -> Receipt:
+    """Grow or prune every hidden layer (last first) to ``buffer`` neurons with sigma <= threshold.
+
+    One transaction: the receipt's ``singular_values`` are the removed ones and its bound the sum
+    of the pruning bounds (growth is exact).
+    """
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0:
+        raise IsoproofError(f"expected buffer to be an int >= 0, got {buffer!r}")
+    if not isinstance(threshold, int | float) or not math.isfinite(threshold) or threshold < 0:
+        raise IsoproofError(f"expected a finite threshold >= 0, got {threshold!r}")
+    init_scale = check_scale(init_scale)
+    s = Surgery(model, optimizer)
+    removed: list[float] = []
+    bound = 0.0
+    for h in reversed(range(s.num_layers - 1)):
+        svd = s.svd(h)
+        count = int((svd[1] <= threshold).sum())
+        width = s.widths[h + 1]
+        if count > buffer:
+            n = min(count - buffer, width - 1)
+            if n > 0:
+                values, b = remove_weakest(s, h, n, svd=svd, probe=probe)
+                removed.extend(values.tolist())
+                bound += b
+        elif count < buffer:
+            s.change_basis(h, svd[0].T)  # left diagonalisation first, as in the paper
+            append_neurons(s, h, buffer - count, init_scale=init_scale, generator=generator)
+    return s.commit("adapt", None, singular_values=tuple(removed), bound=bound, probe=probe)

@@ -1,0 +1,68 @@
+"""Shared fixtures: random isotropic models with every parameter non-trivial."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+import isoproof as ip
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def make_model(
+    widths: Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    psi: str = "decay",
+    intrinsic_length: str = "trainable",
+    radial: str = "tanh",
+    scale: float = 0.5,
+) -> ip.IsotropicMLP:
+    """An IsotropicMLP with non-zero biases, psi vectors and intrinsic lengths."""
+    g = torch.Generator().manual_seed(seed)
+    model = ip.IsotropicMLP(
+        widths, dtype=dtype, psi=psi, intrinsic_length=intrinsic_length, radial=radial,
+        generator=g,
+    )
+    with torch.no_grad():
+        for lin in model.linears:
+            lin.bias.copy_(scale * torch.randn(lin.bias.shape, generator=g, dtype=dtype))
+        if psi != "none":
+            for p in model.psi:
+                p.copy_(scale * torch.randn(p.shape, generator=g, dtype=dtype))
+        if intrinsic_length != "none":
+            for act in model.activations:
+                act.set_o(0.05 + float(torch.rand((), generator=g)))
+    return model
+
+
+def batch(n_in: int, rows: int = 32, *, dtype: torch.dtype = torch.float64, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, n_in, generator=g, dtype=dtype)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A deep copy of the state, to check that failed operations change nothing."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert set(after) == set(before), f"state keys changed: {set(after) ^ set(before)}"
+    for k, v in before.items():
+        assert after[k].shape == v.shape, f"{k} changed shape"
+        torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True, msg=f"{k} changed")
+
+
+TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
+
+
+@pytest.fixture(params=[torch.float64, torch.float32], ids=["f64", "f32"])
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    return request.param
