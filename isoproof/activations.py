@@ -15,8 +15,9 @@ Shapes: ``z`` is ``[..., n]`` with ``dim=-1`` (MLPs) or ``[B, C, H, W]`` with ``
 Numerics. The ``eps`` clamp makes ``f`` and its gradient finite at ``z = 0`` (it is exact to
 ``O(eps^2)``: ``g`` is evaluated at ``N = eps`` instead of ``N -> 0``). The norm is computed in
 float64 (float32 for float16 inputs) after dividing by ``m = max(max_i |z_i|, 1)`` (``m`` held
-constant for autograd, which is exact since the value does not depend on ``m``), so neither ``|z|^2``
-nor ``N`` can overflow, even for inputs near the dtype's largest finite value. Inside :func:`export_mode` the plain form
+constant for autograd, which is exact since the value does not depend on ``m``), so neither
+``|z|^2`` nor ``N`` can overflow, even for inputs near the dtype's largest finite value. Inside
+:func:`export_mode` the plain form
 ``(z * z) @ ones`` is used instead: it exports to ``Mul`` + ``MatMul``, which every ONNX execution
 provider supports.
 
@@ -109,7 +110,7 @@ class IsotropicActivation(nn.Module):
         return torch.zeros((), dtype=self._dtype(), device=self._device())
 
     def set_o(self, value: float | torch.Tensor) -> None:
-        """Set ``o`` in place (used by neurodegeneration; ``o`` must stay >= 0, > 0 if trainable)."""
+        """Set ``o`` in place (used by neurodegeneration); ``o >= 0``, ``o > 0`` if trainable."""
         value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
         if self.intrinsic_length == "none":
             if value != 0.0:
@@ -120,7 +121,9 @@ class IsotropicActivation(nn.Module):
         with torch.no_grad():
             if self.intrinsic_length == "trainable":
                 if value <= 0:
-                    raise IsoproofError(f"expected o > 0 for a trainable intrinsic length, got {value}")
+                    raise IsoproofError(
+                        f"expected o > 0 for a trainable intrinsic length, got {value}"
+                    )
                 self.log_o.fill_(math.log(value))
             else:
                 self.o_const.fill_(value)

@@ -6,7 +6,7 @@ most ``C_h |delta|``, with the downstream Lipschitz constant::
     C_h = prod_{j=h}^{L-2} ( ||W_{j+1}||_2 * Lip(f) + |psi_j| * Lip(g) )       (C_{L-1} = 1)
 
 because ``z_{j+1} = W_{j+1} f(z_j) + b_{j+1} + psi_j g(z_j)``, ``|f(z) - f(z')| <= Lip(f) |z - z'|``
-and ``|g(z) - g(z')| <= Lip(g) |z - z'|`` (``Lip(f)``, ``Lip(g)``: :class:`~isoproof.radial.Radial`).
+and ``|g(z) - g(z')| <= Lip(g) |z - z'|`` (constants from :class:`~isoproof.radial.Radial`).
 The bound is global (valid for every input with the stated input norm), not a local estimate.
 """
 

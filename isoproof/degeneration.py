@@ -5,19 +5,21 @@ so the ``k`` weakest neurons are the last rows, with pre-activations::
 
     h*_i = sigma_i (q_i . a_{l-1}) + b*_i + psi*_i g_{l-1}
 
-``b* = (R^T b_l)[-k:]``, ``W* = (W_{l+1} R)[:, -k:]``, ``psi*`` their own psi entries. Remove the rows,
-biases and psi entries, and the columns ``W*``; then keep what the neurons still contributed::
+``b* = (R^T b_l)[-k:]``, ``W* = (W_{l+1} R)[:, -k:]``, ``psi*`` their own psi entries. Remove the
+rows, biases and psi entries, and the columns ``W*``; then keep what the neurons still contributed::
 
     o_l       <- o_l + sum_i b*_i^2        (their constant part of the norm N_l)
     psi_{l+1} <- psi_{l+1} + W* b*          (their constant output, scaled by g_l, reaches l+1)
 
 This is exact when ``sigma_i = 0`` and ``psi*_i = 0`` (exact: see ``proofs/neurodegeneration.py``);
-otherwise the removed pre-activations differ from ``b*`` by ``delta_i = sigma_i (q_i . a) + psi*_i g``,
-and the receipt's bound is ``C_l * |delta|`` with ``|delta_i| <= sigma_i A + |psi*_i| G``
-(``A`` a bound on ``|a_{l-1}|``, ``G = sup g``, ``C_l`` from :mod:`isoproof.bounds`): linear in sigma.
+otherwise the removed pre-activations differ from ``b*`` by
+``delta_i = sigma_i (q_i . a) + psi*_i g``, and the receipt's bound is ``C_l * |delta|`` with
+``|delta_i| <= sigma_i A + |psi*_i| G`` (``A`` a bound on ``|a_{l-1}|``, ``G = sup g``, ``C_l`` from
+:mod:`isoproof.bounds`): linear in sigma.
 
-With ``psi="none"`` the "expectation" update is used instead: ``b_{l+1} <- b_{l+1} + mean(g_l) W* b*``
-(an approximation; the mean gain is recorded during training or by ``model.record_gains``).
+With ``psi="none"`` the "expectation" update is used instead:
+``b_{l+1} <- b_{l+1} + mean(g_l) W* b*`` (an approximation; the mean gain is recorded during
+training or by ``model.record_gains``).
 With ``intrinsic_length="none"`` the ``o`` update is impossible and the bound is ``inf`` unless
 ``b* = 0``.
 
@@ -86,9 +88,7 @@ def remove_weakest(
     b_star = s.b[h][keep:].clone()
     W_star = s.W[h + 1][:, keep:].clone()
     own_psi = (
-        s.psi[h - 1][keep:].clone()
-        if h >= 1 and model.psi_mode != "none"
-        else b_star.new_zeros(n)
+        s.psi[h - 1][keep:].clone() if h >= 1 and model.psi_mode != "none" else b_star.new_zeros(n)
     )
     # ---- bound: |delta_i| <= sigma_i A + |psi*_i| G, propagated by C_h (see isoproof.bounds)
     A = hidden_input_bound(model, h, probe, input_norm)

@@ -1,8 +1,8 @@
 """``DiagonalLinear``: an affine map whose weight is rectangular-diagonal.
 
 After full diagonalisation (``../shared/notes/isotropic-method.md`` §3) a hidden-to-hidden map is
-``W = L`` with ``L[i, i] = sigma_i`` and zeros elsewhere: neuron ``i`` of the previous layer feeds only
-neuron ``i`` of this one. Storing it densely would keep the zeros; this module stores only the
+``W = L`` with ``L[i, i] = sigma_i`` and zeros elsewhere: neuron ``i`` of the previous layer feeds
+only neuron ``i`` of this one. Storing it densely would keep the zeros; this module stores only the
 ``k = min(out, in)`` diagonal entries and the bias, so the saving is real in memory and in FLOPs::
 
     y = pad(x[..., :k] * d, out - k) + b          shapes: x [..., in] -> y [..., out]
@@ -30,7 +30,7 @@ __all__ = ["DiagonalLinear"]
 
 
 class DiagonalLinear(nn.Module):
-    """Affine map ``y = L x + b`` with ``L`` rectangular-diagonal (stores ``min(out, in)`` numbers)."""
+    """Affine map ``y = L x + b``, ``L`` rectangular-diagonal (stores ``min(out, in)`` numbers)."""
 
     def __init__(
         self,
@@ -52,7 +52,7 @@ class DiagonalLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dense ``[out, in]`` rectangular-diagonal weight (a view for reading, not a Parameter)."""
+        """The dense ``[out, in]`` rectangular-diagonal weight (for reading; not a Parameter)."""
         w = self.diagonal.new_zeros(self.out_features, self.in_features)
         k = self.diagonal.numel()
         idx = torch.arange(k, device=w.device)

@@ -32,14 +32,19 @@ from safetensors.torch import save_file
 from ._version import __version__
 from .diagonal import DiagonalLinear
 from .exceptions import CheckpointError, IsoproofError
+from .files import atomic_path
 from .mlp import IsotropicMLP
 from .surgery import check_model
 
 __all__ = ["FORMAT", "load", "read_metadata", "save"]
 
 FORMAT = "isoproof.IsotropicMLP/1"
-_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
-           "bfloat16": torch.bfloat16}
+_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -62,13 +67,8 @@ def save(model: IsotropicMLP, path: str | os.PathLike[str]) -> Path:
         "isoproof_version": __version__,
         "sha256": _digest(tensors),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -95,9 +95,7 @@ def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, torch
     return meta, data
 
 
-def load(
-    path: str | os.PathLike[str], *, device: torch.device | str | None = None
-) -> IsotropicMLP:
+def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> IsotropicMLP:
     """Rebuild the model saved at ``path`` (identical outputs); never unpickles."""
     path = Path(path)
     meta, tensors = _read(path, tensors=True)

@@ -26,6 +26,7 @@ Example (the plain MLP is a special case)::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -87,7 +88,7 @@ class IsotropicMLP(nn.Module):
         self.radial = get_radial(radial)
         self.psi_decay = float(psi_decay)
         self.linears = nn.ModuleList(
-            nn.Linear(a, b, **factory) for a, b in zip(widths[:-1], widths[1:], strict=True)
+            nn.Linear(a, b, **factory) for a, b in itertools.pairwise(widths)
         )
         self.activations = nn.ModuleList(
             IsotropicActivation(
@@ -202,7 +203,7 @@ class IsotropicMLP(nn.Module):
 
     @torch.no_grad()
     def hidden_states(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``[(a_l, g_l), ...]`` for every hidden layer on the batch ``x`` (``g_l``: ``[..., 1]``)."""
+        """``[(a_l, g_l), ...]`` per hidden layer for the batch ``x`` (``g_l`` is ``[..., 1]``)."""
         states: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._run(x, states)
         return states

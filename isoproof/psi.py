@@ -9,8 +9,8 @@ It starts at 0 and is how neurodegeneration keeps a removed neuron's constant ou
 (``psi_{l+1} <- psi_{l+1} + W* b*``, exact: see ``proofs/neurodegeneration.py``).
 
 Modes: ``"decay"`` (trainable, with an L2 penalty in :meth:`IsotropicMLP.penalty`), ``"trainable"``,
-``"constant"`` (buffers: changed only by structural operations) and ``"none"`` (zero buffers that the
-forward ignores; pruning then uses the "expectation" bias update instead).
+``"constant"`` (buffers: changed only by structural operations) and ``"none"`` (zero buffers that
+the forward ignores; pruning then uses the "expectation" bias update instead).
 """
 
 from __future__ import annotations

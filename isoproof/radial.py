@@ -1,8 +1,8 @@
 """Radial profiles ``s(r)`` of isotropic activations.
 
 An isotropic activation is ``f(z) = s(N) z / N`` with ``N = sqrt(o + |z|^2)``; the *radial profile*
-``s`` decides how the length of the layer vector is squashed. The gain ``g(N) = s(N) / N`` is what the
-network multiplies the pre-activation by.
+``s`` decides how the length of the layer vector is squashed. The gain ``g(N) = s(N) / N`` is what
+the network multiplies the pre-activation by.
 
 =================  =======================  ======================================
 name               ``s(r)``                 notes
@@ -116,10 +116,14 @@ def get_radial(spec: str | Radial, *, shift: float | None = None) -> Radial:
     if isinstance(spec, Radial):
         return spec
     if not isinstance(spec, str):
-        raise IsoproofError(f"expected a radial name (str) from {RADIALS}, got {type(spec).__name__}")
+        raise IsoproofError(
+            f"expected a radial name (str) from {RADIALS}, got {type(spec).__name__}"
+        )
     name, _, arg = spec.partition(":")
     if name not in RADIALS:
-        raise IsoproofError(f"unknown radial profile {spec!r}: expected one of {', '.join(RADIALS)}")
+        raise IsoproofError(
+            f"unknown radial profile {spec!r}: expected one of {', '.join(RADIALS)}"
+        )
     if name != "shifted_relu":
         if arg or shift is not None:
             raise IsoproofError(f"radial {name!r} takes no shift, got {spec!r} / shift={shift}")

@@ -11,7 +11,8 @@ Fields:
     singular_values: the singular values involved (removed ones for pruning), descending.
     bound: an upper bound on ``max |output change|`` (0.0 for exact operations; for pruning the
         first-order bound of :mod:`isoproof.degeneration`). ``inf`` when no finite bound exists.
-    max_abs_change: measured ``max |f_after(x) - f_before(x)|`` on the ``probe=`` batch, or ``None``.
+    max_abs_change: measured ``max |f_after(x) - f_before(x)|`` on the ``probe=`` batch, else
+        ``None``.
 
 Example::
 

@@ -13,10 +13,11 @@ The one primitive that all exact operations are built from is a change of basis 
 * incoming side (spaces >= 0): ``W_h <- A W_h``, ``b_h <- A b_h``, ``psi[h-1] <- A psi[h-1]``;
 * outgoing side (spaces < L-1): ``W_{h+1} <- W_{h+1} A^T``.
 
-For orthogonal ``A`` this is the reparameterisation ``W2 f(W1 a + b1) = (W2 Q) f(Q^T W1 a + Q^T b1)``
-(exact: see ``proofs/reparameterisation.py``); zero rows of ``A`` append neurons, dropped rows remove
-them. Moments follow through :func:`isoproof.optim.apply_linear`, so optimiser state is handled by
-one routine for every operation.
+For orthogonal ``A`` this is the reparameterisation
+``W2 f(W1 a + b1) = (W2 Q) f(Q^T W1 a + Q^T b1)`` (exact: see ``proofs/reparameterisation.py``);
+zero rows of ``A`` append neurons, dropped rows remove them. Moments follow through
+:func:`isoproof.optim.apply_linear`, so optimiser state is handled by one routine for every
+operation.
 """
 
 from __future__ import annotations

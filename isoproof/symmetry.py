@@ -37,7 +37,9 @@ def check_orthogonal(Q: object, n: int) -> torch.Tensor:
     The tolerance scales with the dtype: ``max |Q^T Q - I| <= 100 * n * eps(dtype)``.
     """
     if not isinstance(Q, torch.Tensor):
-        raise NotOrthogonalError(f"expected a torch.Tensor of shape [{n}, {n}], got {type(Q).__name__}")
+        raise NotOrthogonalError(
+            f"expected a torch.Tensor of shape [{n}, {n}], got {type(Q).__name__}"
+        )
     if tuple(Q.shape) != (n, n):
         raise WidthError(f"expected Q of shape [{n}, {n}] for this layer, got {list(Q.shape)}")
     if not Q.is_floating_point():

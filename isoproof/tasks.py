@@ -60,7 +60,9 @@ def add_inputs(
     n0 = s.widths[0]
     s.change_basis(-1, _embedding(n0, n0 + n))
     return s.commit(
-        "add_inputs", None, probe=probe,
+        "add_inputs",
+        None,
+        probe=probe,
         probe_map=lambda x: torch.cat([x, x.new_zeros(*x.shape[:-1], n)], dim=-1),
     )
 
@@ -80,12 +82,17 @@ def remove_inputs(
     n0 = s.widths[0]
     _shrink_check(n0, n, "input features")
     if input_norm is None:
-        input_norm = 1.0 if probe is None else float(probe[..., n0 - n :].double().norm(dim=-1).max())
+        input_norm = (
+            1.0 if probe is None else float(probe[..., n0 - n :].double().norm(dim=-1).max())
+        )
     w_removed = float(torch.linalg.matrix_norm(s.W[0][:, n0 - n :], ord=2))
     lip = downstream_lipschitz(s, s.model, 0) if s.num_layers > 1 else 1.0
     s.change_basis(-1, _embedding(n0, n0 - n))
     return s.commit(
-        "remove_inputs", None, bound=lip * w_removed * input_norm, probe=probe,
+        "remove_inputs",
+        None,
+        bound=lip * w_removed * input_norm,
+        probe=probe,
         probe_map=lambda x: x[..., : n0 - n],
     )
 
@@ -97,7 +104,7 @@ def add_outputs(
     optimizer: torch.optim.Optimizer | None = None,
     probe: torch.Tensor | None = None,
 ) -> Receipt:
-    """Append ``n`` outputs (zero rows, bias and psi entries); existing outputs exactly unchanged."""
+    """Append ``n`` outputs (zero rows, bias, psi entries); existing outputs exactly unchanged."""
     s = Surgery(model, optimizer)
     n = check_count(n)
     nL = s.widths[-1]

@@ -38,7 +38,7 @@ def random_orthogonal(
     dtype: torch.dtype = torch.float64,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """A Haar-random ``[n, n]`` orthogonal matrix with ``det = -1`` if ``reflection`` else ``+1``."""
+    """A Haar-random ``[n, n]`` orthogonal matrix, ``det = -1`` if ``reflection`` else ``+1``."""
     a = torch.randn(n, n, dtype=torch.float64, generator=generator)
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r))  # Haar measure

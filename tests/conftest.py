@@ -27,7 +27,11 @@ def make_model(
     """An IsotropicMLP with non-zero biases, psi vectors and intrinsic lengths."""
     g = torch.Generator().manual_seed(seed)
     model = ip.IsotropicMLP(
-        widths, dtype=dtype, psi=psi, intrinsic_length=intrinsic_length, radial=radial,
+        widths,
+        dtype=dtype,
+        psi=psi,
+        intrinsic_length=intrinsic_length,
+        radial=radial,
         generator=g,
     )
     with torch.no_grad():

@@ -24,8 +24,9 @@ def test_equivariant_rotations_and_reflections(radial, mode, dtype):
 
 
 def test_matches_the_formula_exactly():
-    act = IsotropicActivation("tanh", intrinsic_length="constant", init_length=0.3,
-                              dtype=torch.float64)
+    act = IsotropicActivation(
+        "tanh", intrinsic_length="constant", init_length=0.3, dtype=torch.float64
+    )
     z = torch.randn(20, 5, dtype=torch.float64)
     N = torch.sqrt(0.3 + (z * z).sum(-1, keepdim=True))
     torch.testing.assert_close(act(z), torch.tanh(N) / N * z, rtol=0, atol=1e-15)
@@ -89,15 +90,17 @@ def test_gradient_at_zero_is_the_linearisation():
 
 
 def test_conv_features_norm_over_channels():
-    act = IsotropicActivation("tanh", intrinsic_length="constant", init_length=0.1, dim=1,
-                              dtype=torch.float64)
+    act = IsotropicActivation(
+        "tanh", intrinsic_length="constant", init_length=0.1, dim=1, dtype=torch.float64
+    )
     x = torch.randn(2, 6, 5, 4, dtype=torch.float64)
     Q = random_orthogonal(6, reflection=True)
     rotated = torch.einsum("ij,bjhw->bihw", Q, x)
     torch.testing.assert_close(act(rotated), torch.einsum("ij,bjhw->bihw", Q, act(x)))
     assert act.gain(x).shape == (2, 1, 5, 4)
-    per_pixel = IsotropicActivation("tanh", intrinsic_length="constant", init_length=0.1,
-                                    dtype=torch.float64)
+    per_pixel = IsotropicActivation(
+        "tanh", intrinsic_length="constant", init_length=0.1, dtype=torch.float64
+    )
     flat = x.permute(0, 2, 3, 1)
     torch.testing.assert_close(act(x), per_pixel(flat).permute(0, 3, 1, 2))
 

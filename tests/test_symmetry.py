@@ -61,8 +61,9 @@ def test_full_diagonalise_makes_a_diagonal_layer(dtype):
     assert isinstance(lin, ip.DiagonalLinear)
     assert lin.diagonal.numel() == min(WIDTHS[2], WIDTHS[3]) == 7
     assert r.params_before - r.params_after == 7 * 8 - 7
-    torch.testing.assert_close(lin.diagonal.detach().double(), S[: lin.diagonal.numel()],
-                               atol=10 * TOL[dtype], rtol=0)
+    torch.testing.assert_close(
+        lin.diagonal.detach().double(), S[: lin.diagonal.numel()], atol=10 * TOL[dtype], rtol=0
+    )
     dense = lin.weight
     assert dense.shape == (WIDTHS[3], WIDTHS[2])
     off_diagonal = dense.clone()
@@ -122,8 +123,11 @@ def test_exact_ops_preserve_function_hypothesis(widths, seed, op, data):
     L = len(widths) - 1
     if op == "rotate":
         layer = data.draw(st.integers(0, L - 2))
-        Q = random_orthogonal(widths[layer + 1], reflection=data.draw(st.booleans()),
-                              generator=torch.Generator().manual_seed(seed))
+        Q = random_orthogonal(
+            widths[layer + 1],
+            reflection=data.draw(st.booleans()),
+            generator=torch.Generator().manual_seed(seed),
+        )
         r = ip.rotate(model, layer, Q, probe=x)
     elif op == "left":
         r = ip.left_diagonalise(model, data.draw(st.integers(0, L - 2)), probe=x)
@@ -152,13 +156,14 @@ def test_bad_layer_indices():
     _expect_untouched(model, lambda: ip.rotate(model, 2, Q), ip.LayerIndexError, r"\[0, 1\]")
     _expect_untouched(model, lambda: ip.rotate(model, -1, Q), ip.LayerIndexError, "got -1")
     _expect_untouched(model, lambda: ip.left_diagonalise(model, 5), ip.LayerIndexError, "got 5")
-    _expect_untouched(model, lambda: ip.full_diagonalise(model, 0), ip.LayerIndexError,
-                      r"\[1, 1\]")
-    _expect_untouched(model, lambda: ip.left_diagonalise(model, 1.0), ip.LayerIndexError,
-                      "int layer")
+    _expect_untouched(model, lambda: ip.full_diagonalise(model, 0), ip.LayerIndexError, r"\[1, 1\]")
+    _expect_untouched(
+        model, lambda: ip.left_diagonalise(model, 1.0), ip.LayerIndexError, "int layer"
+    )
     shallow = make_model([4, 5, 2])
-    _expect_untouched(shallow, lambda: ip.full_diagonalise(shallow, 1), ip.LayerIndexError,
-                      "no such layer")
+    _expect_untouched(
+        shallow, lambda: ip.full_diagonalise(shallow, 1), ip.LayerIndexError, "no such layer"
+    )
     assert issubclass(ip.LayerIndexError, ValueError)
 
 
@@ -166,15 +171,21 @@ def test_non_orthogonal_and_misshaped_q():
     model = make_model([4, 5, 5, 2])
     shear = torch.eye(5, dtype=torch.float64)
     shear[0, 1] = 0.1
-    _expect_untouched(model, lambda: ip.rotate(model, 0, shear), ip.NotOrthogonalError,
-                      "expected an orthogonal Q")
-    _expect_untouched(model, lambda: ip.rotate(model, 0, torch.eye(4)), ip.WidthError,
-                      r"expected Q of shape \[5, 5\]")
+    _expect_untouched(
+        model, lambda: ip.rotate(model, 0, shear), ip.NotOrthogonalError, "expected an orthogonal Q"
+    )
+    _expect_untouched(
+        model,
+        lambda: ip.rotate(model, 0, torch.eye(4)),
+        ip.WidthError,
+        r"expected Q of shape \[5, 5\]",
+    )
     nan = random_orthogonal(5)
     nan[0, 0] = math.nan
     _expect_untouched(model, lambda: ip.rotate(model, 0, nan), ip.NonFiniteError, "finite Q")
-    _expect_untouched(model, lambda: ip.rotate(model, 0, [[1.0]]), ip.NotOrthogonalError,
-                      "torch.Tensor")
+    _expect_untouched(
+        model, lambda: ip.rotate(model, 0, [[1.0]]), ip.NotOrthogonalError, "torch.Tensor"
+    )
     # float32 Q within float32 tolerance is accepted
     ip.rotate(model, 0, random_orthogonal(5, dtype=torch.float32))
 

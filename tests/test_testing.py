@@ -1,4 +1,4 @@
-"""The public assertions fail on counter-examples (they can fail, so their passes mean something)."""
+"""The public assertions fail on counter-examples, so their passes mean something."""
 
 from __future__ import annotations
 

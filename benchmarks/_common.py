@@ -1,0 +1,97 @@
+"""Shared benchmark plumbing: machine facts, timing medians, and result recording.
+
+``record(name, markdown, data)`` writes ``benchmarks/results/<name>.json`` (with the machine block)
+and replaces the section ``<!-- bench:<name> -->`` ... ``<!-- /bench:<name> -->`` of
+``docs/benchmarks.md`` (appending it if absent), atomically, so benchmarks never overwrite each
+other's results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from isoproof.files import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+__all__ = ["machine", "median_seconds", "record"]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """CPU, core count, Python and library versions, and the UTC date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            d: _version(d)
+            for d in ("isoproof", "torch", "numpy", "onnx", "onnxruntime", "torch-pruning")
+        },
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def median_seconds(fn: Callable[[], object], *, repeats: int = 21, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    v = m["versions"]
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {v['torch']}, "
+        f"onnxruntime {v['onnxruntime']}; {m['date']}. Medians; the machine is shared, so "
+        "compare the ratios measured in one run."
+    )
+
+
+def record(name: str, markdown: str, data: dict[str, Any]) -> None:
+    """Write the JSON result and refresh this benchmark's section of ``docs/benchmarks.md``."""
+    m = machine()
+    atomic_write_text(
+        RESULTS / f"{name}.json",
+        json.dumps({"benchmark": name, "machine": m, **data}, indent=2) + "\n",
+    )
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{begin}\n{markdown.strip()}\n\n_{machine_line(m)}_\n{end}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nRun `make bench`.\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    atomic_write_text(DOC, text)

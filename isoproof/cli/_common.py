@@ -1,0 +1,39 @@
+"""Helpers shared by the subcommands: argument parsing and model loading with clear errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import CliError
+
+__all__ = ["existing_file", "load_model", "parse_widths"]
+
+
+def existing_file(value: str) -> Path:
+    """argparse type: a path that must exist (one-line error otherwise)."""
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"expected an existing file, got {value!r} (not found)")
+    return path
+
+
+def parse_widths(value: str) -> list[int]:
+    """argparse type: ``"64,128,128,10"`` -> ``[64, 128, 128, 10]``."""
+    try:
+        widths = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 64,128,10, got {value!r}"
+        ) from None
+    if len(widths) < 2 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected at least two widths >= 1, got {value!r}")
+    return widths
+
+
+def load_model(path: Path):
+    from ..io import load
+
+    if not Path(path).is_file():
+        raise CliError(f"expected a model file, got {str(path)!r} (not found)")
+    return load(path)
