@@ -161,7 +161,9 @@ def prune_below(
 ) -> Receipt:
     """Remove every neuron with ``sigma <= threshold`` in every hidden layer, last layer first.
 
-    Raises :class:`WidthError` (and changes nothing) if a layer would lose all its neurons.
+    One pass: removing neurons of layer ``h`` can leave layer ``h + 1`` wider than its input, i.e.
+    with new structural ``sigma = 0`` rows, which a second call removes. Raises
+    :class:`WidthError` (and changes nothing) if a layer would lose all its neurons.
     """
     try:
         threshold = float(threshold)

@@ -36,7 +36,7 @@ from .files import atomic_path
 from .mlp import IsotropicMLP
 from .surgery import check_model
 
-__all__ = ["FORMAT", "load", "read_metadata", "save"]
+__all__ = ["FORMAT", "load", "model_digest", "read_metadata", "save"]
 
 FORMAT = "isoproof.IsotropicMLP/1"
 _DTYPES = {
@@ -54,6 +54,11 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and bytes): the "source checksum"."""
+    return _digest({k: v for k, v in model.state_dict().items()})
 
 
 def save(model: IsotropicMLP, path: str | os.PathLike[str]) -> Path:

@@ -53,13 +53,19 @@ class PsiVectors(nn.Module):
         return self.mode in ("decay", "trainable")
 
     def set(self, i: int, value: torch.Tensor) -> None:
-        """Store ``value`` as ``psi[i]`` (a new Parameter or buffer)."""
+        """Store ``value`` as ``psi[i]`` (wrapped in a new Parameter unless it is one already)."""
         name = str(i)
+        # assigning an existing key keeps its position: parameter order stays that of the
+        # optimizer's param_groups
         if self.trainable:
-            self._parameters.pop(name, None)
-            self.register_parameter(name, nn.Parameter(value))
+            param = value if isinstance(value, nn.Parameter) else nn.Parameter(value)
+            if name in self._parameters:
+                self._parameters[name] = param
+            else:
+                self.register_parameter(name, param)
+        elif name in self._buffers:
+            self._buffers[name] = value
         else:
-            self._buffers.pop(name, None)
             self.register_buffer(name, value)
 
     def __getitem__(self, i: int) -> torch.Tensor:

@@ -7,6 +7,9 @@ layer is wider than its input) and grow or prune so that exactly ``buffer`` such
 * too few: append scaffold neurons (exact, :mod:`isoproof.growth`);
 * too many: remove the weakest (:mod:`isoproof.degeneration`; bounded by the receipt).
 
+Pruning layer ``h`` can make layer ``h + 1`` rank-deficient (new ``sigma = 0`` rows), so the sweep
+is repeated until nothing changes (at most :data:`MAX_SWEEPS` sweeps; usually two).
+
 A layer always keeps at least one neuron, so with ``buffer=0`` a layer whose neurons are all weak
 keeps its strongest one. The paper's run uses ``buffer=5, threshold=0.95`` (just below the
 orthogonal-initialisation value 1).
@@ -31,7 +34,11 @@ from .growth import append_neurons, check_scale
 from .receipt import Receipt
 from .surgery import Surgery
 
-__all__ = ["adapt"]
+__all__ = ["MAX_SWEEPS", "adapt"]
+
+MAX_SWEEPS = 4
+"""Removing neurons of layer ``h`` shrinks the input of layer ``h + 1``, which can give it new
+structural ``sigma = 0`` rows; the last-first sweep is repeated until no layer changes."""
 
 
 def adapt(
@@ -57,17 +64,22 @@ def adapt(
     s = Surgery(model, optimizer)
     removed: list[float] = []
     bound = 0.0
-    for h in reversed(range(s.num_layers - 1)):
-        svd = s.svd(h)
-        count = int((svd[1] <= threshold).sum())
-        width = s.widths[h + 1]
-        if count > buffer:
-            n = min(count - buffer, width - 1)
-            if n > 0:
+    for _ in range(MAX_SWEEPS):
+        changed = False
+        for h in reversed(range(s.num_layers - 1)):
+            svd = s.svd(h)
+            count = int((svd[1] <= threshold).sum())
+            width = s.widths[h + 1]
+            if count > buffer and width > 1:
+                n = min(count - buffer, width - 1)
                 values, b = remove_weakest(s, h, n, svd=svd, probe=probe)
                 removed.extend(values.tolist())
                 bound += b
-        elif count < buffer:
-            s.change_basis(h, svd[0].T)  # left diagonalisation first, as in the paper
-            append_neurons(s, h, buffer - count, init_scale=init_scale, generator=generator)
+                changed = True
+            elif count < buffer:
+                s.change_basis(h, svd[0].T)  # left diagonalisation first, as in the paper
+                append_neurons(s, h, buffer - count, init_scale=init_scale, generator=generator)
+                changed = True
+        if not changed:
+            break
     return s.commit("adapt", None, singular_values=tuple(removed), bound=bound, probe=probe)
