@@ -28,7 +28,7 @@ Example::
     >>> model = IsotropicMLP([4, 6, 3], dtype=torch.float64)
     >>> with torch.no_grad():
     ...     model.linears[0].weight[-1] = 0.0  # a dead neuron: sigma = 0
-    ...     model.linears[0].bias.normal_()
+    ...     _ = model.linears[0].bias.normal_()
     >>> x = torch.randn(8, 4, dtype=torch.float64)
     >>> receipt = prune(model, 0, probe=x)
     >>> model.widths, receipt.max_abs_change < 1e-12

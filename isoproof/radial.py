@@ -21,7 +21,7 @@ computed once on a dense log-spaced grid with a 1% safety margin.
 Example::
 
     >>> r = get_radial("tanh")
-    >>> float(r.gain(torch.tensor(1.0)))  # tanh(1) / 1
+    >>> float(r.gain(torch.tensor(1.0, dtype=torch.float64)))  # tanh(1) / 1
     0.7615941559557649
 """
 

@@ -17,9 +17,9 @@ orthogonal-initialisation value 1).
 Example::
 
     >>> model = IsotropicMLP([4, 6, 6, 3], dtype=torch.float64)
-    >>> receipt = adapt(model, buffer=2, threshold=0.5)  # fresh orthogonal net: all sigma = 1
-    >>> model.widths
-    [4, 8, 8, 3]
+    >>> receipt = adapt(model, buffer=2, threshold=0.5)
+    >>> model.widths  # layer 0: 6 rows on 4 inputs = 2 weak already; layer 1: all sigma = 1
+    [4, 6, 8, 3]
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ def test_activation_matches_the_proven_expression(n):
     fn = sp.lambdify([*z, o], list(f), modules="numpy")
     rng = np.random.default_rng(n)
     for o_value in (0.0, 1e-6, 0.37, 4.0):
-        act = ip.IsotropicActivation("tanh", intrinsic_length="constant", init_length=o_value,
-                                     dtype=torch.float64)
+        act = ip.IsotropicActivation(
+            "tanh", intrinsic_length="constant", init_length=o_value, dtype=torch.float64
+        )
         pts = rng.normal(size=(50, n)) * rng.choice([0.1, 1.0, 10.0], size=(50, 1))
         expected = np.array([fn(*row, o_value) for row in pts], dtype=np.float64)
         got = act(torch.from_numpy(pts)).numpy()
@@ -52,5 +53,4 @@ def test_degeneration_update_matches_the_proven_expression(layer, k):
 
     ip.prune(model, layer, n=k)
     assert float(model.activations[layer].o.detach()) == pytest.approx(o_expected, rel=1e-12)
-    np.testing.assert_allclose(model.psi[layer].detach().numpy(), psi_expected, rtol=0,
-                               atol=1e-12)
+    np.testing.assert_allclose(model.psi[layer].detach().numpy(), psi_expected, rtol=0, atol=1e-12)
