@@ -18,6 +18,7 @@ Example::
     True
 """
 
+from . import ngc as ngc
 from . import testing as testing
 from ._version import __version__ as __version__
 from .activations import IsotropicActivation as IsotropicActivation
@@ -43,9 +44,12 @@ from .io import load as load
 from .io import save as save
 from .mlp import IsotropicMLP as IsotropicMLP
 from .mlp import count_parameters as count_parameters
+from .ngc import NGCLinear as NGCLinear
+from .ngc import ngc_compress as ngc_compress
 from .radial import get_radial as get_radial
 from .receipt import Receipt as Receipt
 from .scaffold import adapt as adapt
+from .stability import stability as stability
 from .symmetry import rotate as rotate
 from .tasks import add_inputs as add_inputs
 from .tasks import add_outputs as add_outputs
@@ -60,6 +64,7 @@ __all__ = [
     "IsotropicMLP",
     "LayerIndexError",
     "MissingGainError",
+    "NGCLinear",
     "NonFiniteError",
     "NotIsotropicError",
     "NotOrthogonalError",
@@ -77,6 +82,8 @@ __all__ = [
     "grow",
     "left_diagonalise",
     "load",
+    "ngc",
+    "ngc_compress",
     "prune",
     "prune_below",
     "remove_inputs",
@@ -85,5 +92,6 @@ __all__ = [
     "save",
     "singular_values",
     "sparsify",
+    "stability",
     "testing",
 ]

@@ -34,7 +34,7 @@ from .diagonal import DiagonalLinear
 from .exceptions import CheckpointError, IsoproofError
 from .files import atomic_path
 from .mlp import IsotropicMLP
-from .surgery import check_model
+from .surgery import check_maps, check_model
 
 __all__ = ["FORMAT", "load", "model_digest", "read_metadata", "save"]
 
@@ -63,7 +63,7 @@ def model_digest(model: torch.nn.Module) -> str:
 
 def save(model: IsotropicMLP, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` to ``path`` (safetensors with config metadata), atomically."""
-    model = check_model(model)
+    model = check_maps(check_model(model))
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {

@@ -240,20 +240,20 @@ class IsotropicMLP(nn.Module):
 def count_parameters(model: IsotropicMLP, *, hidden_only: bool = False) -> int:
     """Number of stored numbers of ``model``: weights (diagonal layers count their diagonal),
     biases, psi vectors and intrinsic lengths. With ``hidden_only=True``: only the weights of the
-    hidden-to-hidden maps ``linears[1:-1]`` (the count of ``../shared/notes`` §3).
+    hidden-to-hidden maps ``linears[1:-1]`` (the count of ``../shared/notes`` §3). Parameters
+    shared by several maps are counted once.
     """
+    maps = list(model.linears)[1:-1] if hidden_only else list(model.linears)
+    # by identity, so a Parameter shared by several maps (NGC's input states) counts once
+    weights = {
+        id(p): p.numel() for lin in maps for name, p in lin.named_parameters() if name != "bias"
+    }
     if hidden_only:
-        return sum(_weight_numel(lin) for lin in list(model.linears)[1:-1])
-    total = sum(_weight_numel(lin) + lin.bias.numel() for lin in model.linears)
+        return int(sum(weights.values()))
+    total = sum(weights.values()) + sum(lin.bias.numel() for lin in model.linears)
     total += sum(p.numel() for p in model.psi) if model.psi_mode != "none" else 0
     total += len(model.activations) if model.intrinsic_length != "none" else 0
     return int(total)
-
-
-def _weight_numel(lin: nn.Module) -> int:
-    if isinstance(lin, DiagonalLinear):
-        return lin.diagonal.numel()
-    return int(lin.weight.numel())
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:

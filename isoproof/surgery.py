@@ -40,7 +40,7 @@ from .optim import (
 )
 from .receipt import Receipt
 
-__all__ = ["Surgery", "check_model", "output_change"]
+__all__ = ["Surgery", "check_maps", "check_model", "output_change"]
 
 F64 = torch.float64
 
@@ -52,6 +52,19 @@ def check_model(model: object) -> IsotropicMLP:
             "expected an isoproof.IsotropicMLP (its activations commute with rotations), "
             f"got {type(model).__name__}"
         )
+    return model
+
+
+def check_maps(model: IsotropicMLP) -> IsotropicMLP:
+    """Raise :class:`NotIsotropicError` unless every affine map is an ``nn.Linear`` or a
+    :class:`DiagonalLinear` (a commit or a checkpoint would silently densify any other map, such
+    as :class:`isoproof.ngc.NGCLinear`; reading ``.weight`` is fine)."""
+    for i, lin in enumerate(model.linears):
+        if not isinstance(lin, nn.Linear | DiagonalLinear):
+            raise NotIsotropicError(
+                f"expected linears[{i}] to be an nn.Linear or DiagonalLinear, got "
+                f"{type(lin).__name__} (structural operations and save would densify it)"
+            )
     return model
 
 
@@ -159,6 +172,7 @@ class Surgery:
         ``probe``: a batch on which the output change is measured (``max_abs_change``);
         ``probe_map`` turns it into the new model's input when the input width changed.
         """
+        check_maps(self.model)
         self._check_finite()
         before = _eval(self.model, probe) if probe is not None else None
         undo: list[Callable[[], None]] = []
