@@ -18,6 +18,7 @@ Example::
     True
 """
 
+from . import data as data
 from . import ngc as ngc
 from . import testing as testing
 from ._version import __version__ as __version__
@@ -55,10 +56,16 @@ from .tasks import add_inputs as add_inputs
 from .tasks import add_outputs as add_outputs
 from .tasks import remove_inputs as remove_inputs
 from .tasks import remove_outputs as remove_outputs
+from .train import AdaptSchedule as AdaptSchedule
+from .train import History as History
+from .train import WidthSchedule as WidthSchedule
+from .train import fit as fit
 
 __all__ = [
+    "AdaptSchedule",
     "CheckpointError",
     "DiagonalLinear",
+    "History",
     "IsoproofError",
     "IsotropicActivation",
     "IsotropicMLP",
@@ -71,12 +78,15 @@ __all__ = [
     "Receipt",
     "UnsupportedOptimizerError",
     "WidthError",
+    "WidthSchedule",
     "__version__",
     "adapt",
     "add_inputs",
     "add_outputs",
     "count_parameters",
+    "data",
     "export_mode",
+    "fit",
     "full_diagonalise",
     "get_radial",
     "grow",

@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "IsoproofError",
     "LayerIndexError",
+    "MissingExtraError",
     "MissingGainError",
     "NonFiniteError",
     "NotIsotropicError",
@@ -50,6 +51,10 @@ class UnsupportedOptimizerError(IsoproofError, TypeError):
 
 class MissingGainError(IsoproofError):
     """Expectation-mode pruning (``psi="none"``) needs a recorded mean gain that is absent."""
+
+
+class MissingExtraError(IsoproofError, ImportError):
+    """An optional dependency is not installed (the message names the ``pip install`` extra)."""
 
 
 class CheckpointError(IsoproofError):

@@ -12,11 +12,14 @@ identity proven here holds for every profile. Orthogonal matrices are exact: the
 of a symbolic skew matrix and the Householder reflection of a symbolic vector have rational
 entries, so ``Q^T Q - I`` is the zero matrix after cancellation.
 
-Zero tests. A residual is brought to one fraction with :func:`sympy.together` (structural, so
-equal denominators are shared), and its numerator is expanded in a sparse polynomial ring over
-QQ whose generators are the symbols and the opaque atoms (``g(...)``, square roots). The
-numerator is the zero polynomial iff the residual is identically zero; the ring is an exact
-(and much faster) replacement for ``expand``/``cancel`` on large expressions.
+Zero tests (:func:`reduce`, :func:`is_zero`). A residual is evaluated bottom-up as an exact
+rational function over a sparse polynomial ring over ZZ whose generators are the symbols and the
+opaque atoms (``g(...)``, square roots, ``Sum``): numerators are expanded in the ring, and
+denominator factors are kept apart and shared, never cancelled (no gcd is computed). The residual
+is identically zero iff its numerator is the zero polynomial. Treating atoms as independent
+generators can only miss a zero (it never invents one), so a claim can fail to be proven but
+cannot be proven falsely. This replaces ``cancel``/``expand`` on Expr trees, which take
+minutes on the ``n = 4`` Cayley expressions; the ring takes well under a second.
 
 Two-step argument for identities under ``g`` (:func:`match_gains`). For two forward passes
 compared layer by layer, step one proves the argument identity ``N_l'^2 - N_l^2 = 0`` (with the
@@ -30,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from functools import cache
+from typing import cast, overload
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
@@ -38,13 +42,16 @@ from sympy.polys.rings import PolyElement, PolyRing, ring
 __all__ = [
     "Perceptron",
     "Profile",
+    "Residual",
     "Trace",
     "cayley",
+    "entries",
     "forward",
     "g",
     "householder",
     "is_zero",
     "isotropic",
+    "layer_slice",
     "match_gains",
     "matrix",
     "nonzero_number",
@@ -65,6 +72,7 @@ g = sp.Function("g")
 #: A radial profile: maps the length ``N`` to the scalar gain ``g(N)``.
 Profile = Callable[[sp.Expr], sp.Expr]
 
+#: What a check returns: an expression or a matrix of them, identically zero iff it holds.
 Residual = sp.Expr | sp.MatrixBase
 
 
@@ -190,14 +198,38 @@ def forward(
     return Trace(sp.Matrix(z), tuple(radicands), tuple(gains))
 
 
-def _generators(expr: sp.Expr, found: dict[sp.Expr, None]) -> None:
+def layer_slice(
+    width: int, in_width: int = 2, out_width: int = 2, generalised: bool = True
+) -> tuple[sp.Matrix, sp.Expr | None, Perceptron]:
+    """``(a, g_prev, net)``: the slice ``a -> z -> g(N(z; o)) z -> y`` around a hidden layer.
+
+    ``z = W a + b + psi g_prev`` (``W``: ``width x in_width``), ``y = V a' + c + phi g`` with
+    every entry an independent symbol and ``o > 0``. With ``generalised=False`` the slice is
+    the plain isotropic layer: ``o = 0``, no psi terms, ``g_prev = None``.
+    """
+    a = vector("a", in_width)
+    o = sp.Symbol("o", positive=True) if generalised else sp.S.Zero
+    net = Perceptron(
+        weights=(matrix("W", width, in_width), matrix("V", out_width, width)),
+        biases=(vector("b", width), vector("c", out_width)),
+        psis=(vector("psi", width), vector("phi", out_width)) if generalised else (None, None),
+        lengths=(o,),
+    )
+    return a, sp.Symbol("g_prev", real=True) if generalised else None, net
+
+
+#: Non-zero numerators with more terms than this are abbreviated in residuals.
+_SHOWN_TERMS = 32
+
+
+def _generators(expr: sp.Basic, found: dict[sp.Basic, None]) -> None:
     """Collect the generators of ``expr`` as a rational function: symbols and opaque atoms."""
-    if expr.is_Rational:
+    if isinstance(expr, sp.Rational):
         return
-    if expr.is_Add or expr.is_Mul:
+    if isinstance(expr, sp.Add | sp.Mul):
         for arg in expr.args:
             _generators(arg, found)
-    elif expr.is_Pow and expr.exp.is_Integer:
+    elif isinstance(expr, sp.Pow) and isinstance(expr.exp, sp.Integer):
         _generators(expr.base, found)
     else:
         found[expr] = None
@@ -251,43 +283,63 @@ class _Fraction:
         return _Fraction(inverse_num, {key: (self.num, 1)}) ** (-k)
 
 
-def _to_fraction(expr: sp.Expr, ring_: PolyRing, atoms: dict[sp.Expr, PolyElement]) -> _Fraction:
-    if expr.is_Rational:
-        return _Fraction(ring_.ground_new(sp.QQ(expr.p, expr.q)), {})
-    if expr.is_Add or expr.is_Mul:
+def _to_fraction(expr: sp.Basic, ring_: PolyRing, atoms: dict[sp.Basic, PolyElement]) -> _Fraction:
+    """Evaluate ``expr`` bottom-up as a :class:`_Fraction`; opaque atoms map to generators."""
+    if isinstance(expr, sp.Rational):
+        num = _Fraction(ring_.ground_new(expr.p), {})
+        return num if expr.q == 1 else num * _Fraction(ring_.ground_new(expr.q), {}) ** -1
+    if isinstance(expr, sp.Add | sp.Mul):
         parts = [_to_fraction(arg, ring_, atoms) for arg in expr.args]
         result = parts[0]
         for part in parts[1:]:
-            result = result + part if expr.is_Add else result * part
+            result = result + part if isinstance(expr, sp.Add) else result * part
         return result
-    if expr.is_Pow and expr.exp.is_Integer:
+    if isinstance(expr, sp.Pow) and isinstance(expr.exp, sp.Integer):
         return _to_fraction(expr.base, ring_, atoms) ** int(expr.exp)
     return _Fraction(atoms[expr], {})
 
 
 def _numerator(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr, bool]:
     """``(numerator, denominator, residual is identically zero)`` of a rational expression."""
-    found: dict[sp.Expr, None] = {}
+    found: dict[sp.Basic, None] = {}
     _generators(expr, found)
     if not found:
         return expr, sp.S.One, expr == 0
     atoms = list(found)
-    ring_, *gens = ring([sp.Dummy() for _ in atoms], sp.QQ)
+    ring_, *gens = ring([sp.Dummy() for _ in atoms], sp.ZZ)
     fraction = _to_fraction(expr, ring_, dict(zip(atoms, gens, strict=True)))
     if not fraction.num:
         return sp.S.Zero, sp.S.One, True
     back = dict(zip(ring_.symbols, atoms, strict=True))
+    num = fraction.num
+    if len(num) > _SHOWN_TERMS:
+        # A large non-zero numerator is abbreviated: converting it back to an expression is
+        # slow, and a residual that is not zero only needs to show that it is not.
+        leading = ring_.from_terms(num.terms()[:3])
+        rest = sp.Symbol(f"_plus_{len(num) - 3}_more_terms")
+        return cast(sp.Expr, leading.as_expr().xreplace(back)) + rest, sp.S.One, False
     den = sp.Mul(*[poly.as_expr() ** e for poly, e in fraction.den.values()])
-    return fraction.num.as_expr().xreplace(back), den.xreplace(back), False
+    return cast(sp.Expr, num.as_expr().xreplace(back)), cast(sp.Expr, den.xreplace(back)), False
 
 
+def entries(residual: Residual) -> list[sp.Expr]:
+    """The entries of a residual: a matrix's entries in row-major order, or ``[expr]``."""
+    if isinstance(residual, sp.MatrixBase):
+        return [sp.sympify(e) for e in cast(Iterable[sp.Expr], residual)]
+    return [sp.sympify(residual)]
+
+
+@overload
+def reduce(expr: sp.MatrixBase) -> sp.Matrix: ...
+@overload
+def reduce(expr: sp.Expr) -> sp.Expr: ...
 def reduce(expr: Residual) -> Residual:
     """Exact reduction: ``0`` if the residual is identically zero, else ``numerator/denominator``.
 
     Works entrywise on matrices. The zero test is exact (see the module docstring).
     """
     if isinstance(expr, sp.MatrixBase):
-        return sp.Matrix(expr.shape[0], expr.shape[1], [reduce(e) for e in expr])
+        return sp.Matrix(expr.shape[0], expr.shape[1], [reduce(e) for e in entries(expr)])
     expr = sp.sympify(expr)
     if expr == 0:
         return sp.S.Zero
@@ -297,27 +349,21 @@ def reduce(expr: Residual) -> Residual:
 
 def stack(*parts: Residual) -> sp.Matrix:
     """Stack scalars and matrices into one column of residual entries."""
-    entries: list[sp.Expr] = []
-    for part in parts:
-        if isinstance(part, sp.MatrixBase):
-            entries.extend(part)
-        else:
-            entries.append(sp.sympify(part))
-    return sp.Matrix(entries)
+    return sp.Matrix([e for part in parts for e in entries(part)])
 
 
-def is_zero(residual: Residual, equals_limit: int = 400) -> bool:
+def is_zero(residual: Residual, equals_limit: int = 100) -> bool:
     """``True`` iff every entry is identically zero.
 
-    An entry is zero if it is ``0``, if :func:`reduce` proves it zero, or (for entries of at
-    most ``equals_limit`` operations) if ``entry.equals(0) is True``; ``None`` counts as not zero.
+    An entry is zero if it is ``0`` or :func:`reduce` proves it zero. As a fallback for small
+    entries without undefined functions (at most ``equals_limit`` operations; the fallback is
+    slow on large ones), ``entry.equals(0) is True`` also counts; ``None`` counts as not zero.
     """
-    entries = list(residual) if isinstance(residual, sp.MatrixBase) else [residual]
-    for entry in entries:
-        entry = sp.sympify(entry)
+    for entry in entries(residual):
         if entry == 0 or reduce(entry) == 0:
             continue
-        if sp.count_ops(entry) > equals_limit or entry.equals(0) is not True:
+        small = not entry.atoms(AppliedUndef) and sp.count_ops(entry) <= equals_limit
+        if not small or entry.equals(0) is not True:
             return False
     return True
 
@@ -327,7 +373,8 @@ def match_gains(before: Trace, after: Trace) -> tuple[sp.Matrix, dict[sp.Expr, s
 
     For each activation ``l`` (in order) prove ``N_l'^2 - N_l^2 = 0`` after replacing the gains
     of earlier layers, then record ``g_l' -> g_l``. Stops substituting at the first layer whose
-    argument identity fails. Returns the stacked argument residuals and the substitution.
+    argument identity fails. Returns the stacked argument residuals and the substitution. Meant
+    for the generic profile :data:`g`, whose gains are single atoms ``g(sqrt(N^2))``.
     """
     subs: dict[sp.Expr, sp.Expr] = {}
     residuals: list[sp.Expr] = []
@@ -349,10 +396,14 @@ def trace_residual(before: Trace, after: Trace) -> sp.Matrix:
     return stack(norms, reduce(after.output.xreplace(subs) - before.output))
 
 
+@overload
+def numeric(expr: sp.MatrixBase, digits: int = 50) -> sp.Matrix: ...
+@overload
+def numeric(expr: sp.Expr, digits: int = 50) -> sp.Expr: ...
 def numeric(expr: Residual, digits: int = 50) -> Residual:
     """High-precision value of a closed residual (entrywise for matrices)."""
     if isinstance(expr, sp.MatrixBase):
-        return expr.applyfunc(lambda e: sp.N(e, digits))
+        return sp.Matrix(expr.shape[0], expr.shape[1], [sp.N(e, digits) for e in entries(expr)])
     return sp.N(expr, digits)
 
 
@@ -361,11 +412,7 @@ def nonzero_number(residual: Residual, floor: float = 1e-6) -> bool:
 
     Entries are evaluated to 50 significant digits, so the verdict is not a rounding artefact.
     """
-    entries: Iterable[sp.Expr] = (
-        list(residual) if isinstance(residual, sp.MatrixBase) else [residual]
-    )
-    for entry in entries:
-        entry = sp.sympify(entry)
+    for entry in entries(residual):
         if entry.free_symbols or entry.atoms(AppliedUndef):
             continue
         if abs(sp.N(entry, 50)) > floor:

@@ -1,6 +1,6 @@
 """§1 isotropic activations: equivariance ``f(Qz) = Q f(z)`` under the orthogonal group.
 
-For ``f(z) = g(N(z; o)) z`` with ``N(z; o) = sqrt(o + |z|^2)`` and any ``Q`` with ``Q^T Q = I``:
+For ``f(z) = g(N(z; o)) z`` with ``N(z; o) = sqrt(o + |z|^2)`` and any ``Q`` with ``Q^T Q = I``::
 
     |Qz|^2 + o = z^T Q^T Q z + o = |z|^2 + o          (norm invariance, the argument identity)
     f(Qz) = g(N(Qz; o)) Qz = g(N(z; o)) Qz = Q f(z)   (equivariance)
@@ -17,6 +17,8 @@ Example::
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import sympy as sp
 
@@ -116,8 +118,10 @@ def any_size() -> sp.Matrix:
     i = sp.Symbol("i", integer=True, nonnegative=True)
     z = sp.MatrixSymbol("z", n, 1)
     q = sp.MatrixSymbol("Q", n, n)
-    squared = ((q * z).T * (q * z)).doit()
-    argument = (squared.subs(q.T * q, sp.Identity(n)) - z.T * z).doit()
-    gain = g(sp.sqrt(_o + (z.T * z)[0, 0]))
-    equivariance = (gain * (q * z) - q * (gain * z)).doit()
+    qz = cast(sp.MatrixExpr, q * z)
+    squared = cast(sp.MatrixExpr, (qz.T * qz).doit())
+    z_sq = cast(sp.MatrixExpr, z.T * z)
+    argument = cast(sp.MatrixExpr, (squared.subs(q.T * q, sp.Identity(n)) - z_sq).doit())
+    gain = g(sp.sqrt(_o + z_sq[0, 0]))
+    equivariance = cast(sp.MatrixExpr, (gain * qz - q * (gain * z)).doit())
     return stack(argument[0, 0], equivariance[i, 0])

@@ -22,38 +22,12 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ._symbolic import (
-    Perceptron,
-    cayley,
-    forward,
-    householder,
-    matrix,
-    stack,
-    trace_residual,
-    vector,
-)
+from ._symbolic import cayley, forward, householder, layer_slice, stack, trace_residual
 
 __all__ = ["SIZES", "plain", "reflection", "reparameterisation_residual", "rotation"]
 
 #: Hidden widths checked with every entry symbolic.
 SIZES: tuple[int, ...] = (2, 3, 4)
-
-#: Widths of the layers before and after the rotated hidden layer.
-IN_WIDTH, OUT_WIDTH = 2, 2
-
-
-def _slice(n: int, generalised: bool) -> tuple[sp.Matrix, sp.Expr | None, Perceptron]:
-    """The slice ``a -> z -> a' -> y`` around a hidden layer of width ``n``."""
-    a = vector("a", IN_WIDTH)
-    o = sp.Symbol("o", positive=True) if generalised else sp.S.Zero
-    g_prev = sp.Symbol("g_prev", real=True) if generalised else None
-    net = Perceptron(
-        weights=(matrix("W", n, IN_WIDTH), matrix("V", OUT_WIDTH, n)),
-        biases=(vector("b", n), vector("c", OUT_WIDTH)),
-        psis=(vector("psi", n), vector("phi", OUT_WIDTH)) if generalised else (None, None),
-        lengths=(o,),
-    )
-    return a, g_prev, net
 
 
 def reparameterisation_residual(q: sp.MatrixBase, generalised: bool = True) -> sp.Matrix:
@@ -61,7 +35,7 @@ def reparameterisation_residual(q: sp.MatrixBase, generalised: bool = True) -> s
 
     Step one proves ``N(Q^T z; o)^2 - N(z; o)^2 = 0``; step two the output identity.
     """
-    a, g_prev, net = _slice(q.rows, generalised)
+    a, g_prev, net = layer_slice(q.rows, generalised=generalised)
     psi = net.psis[0]
     rotated = net.with_layers(
         weights={0: q.T * net.weights[0], 1: net.weights[1] * q},

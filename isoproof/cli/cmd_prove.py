@@ -6,18 +6,18 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from proofs.runner import add_arguments  # SymPy is imported lazily by the runner's checks
+
     p = sub.add_parser(
-        "prove", help="check the symbolic proofs (JSON / JUnit reports)", add_help=False
+        "prove",
+        help="check the symbolic proofs (table, JSON and JUnit reports)",
+        description="Exit 0 iff every claim holds and every negative control is refuted.",
     )
-    p.add_argument(
-        "rest",
-        nargs=argparse.REMAINDER,
-        help="options of python -m proofs (--json PATH, --junit PATH, --only ID, ...)",
-    )
+    add_arguments(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from proofs.runner import main
+    from proofs.runner import run_from_args
 
-    return int(main(list(args.rest)))
+    return int(run_from_args(args))

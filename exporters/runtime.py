@@ -1,0 +1,70 @@
+"""Running exported classifiers: the input signature, CPU sessions, fixed-batch chunking.
+
+Every exported file has one input ``[batch, n_in]`` named ``input`` and one output ``logits``;
+``batch`` is symbolic (dynamic) or fixed. :func:`run_batched` feeds a fixed-batch file any number
+of rows in zero-padded chunks, so verification and accuracy code never care which kind it has.
+
+Example::
+
+    >>> session = ort_session("m.onnx")  # doctest: +SKIP
+    >>> dtype, n_in, fixed = input_spec(onnx.load("m.onnx"))  # doctest: +SKIP
+    >>> run = lambda x: session.run(None, {"input": x})[0]  # doctest: +SKIP
+    >>> logits = run_batched(run, rows, fixed)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+
+from .errors import ExportError
+
+__all__ = ["input_spec", "ort_session", "run_batched"]
+
+
+def input_spec(proto: onnx.ModelProto) -> tuple[type, int, int | None]:
+    """``(numpy dtype, n_in, fixed batch or None)`` of the file's single ``[batch, n_in]`` input."""
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ExportError(f"expected one graph input, got {[i.name for i in inputs]}")
+    tensor = inputs[0].type.tensor_type
+    dims = tensor.shape.dim
+    if len(dims) != 2 or not dims[1].HasField("dim_value"):
+        raise ExportError(
+            f"expected input {inputs[0].name!r} of shape [batch, n_in], got {len(dims)} dims"
+        )
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).type
+    fixed = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
+    return dtype, int(dims[1].dim_value), fixed
+
+
+def ort_session(path: str | os.PathLike[str], *, threads: int = 1):  # -> ort.InferenceSession
+    """An onnxruntime session on the CPU provider only (explicit), with ``threads`` intra-op
+    threads (0 = onnxruntime's default, all cores) and warnings silenced."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_batched(
+    run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, fixed: int | None
+) -> np.ndarray:
+    """``run(x)``; for a fixed batch size, in zero-padded chunks of ``fixed`` rows."""
+    if fixed is None:
+        return np.asarray(run(x))
+    outs = []
+    for start in range(0, x.shape[0], fixed):
+        chunk = x[start : start + fixed]
+        pad = fixed - chunk.shape[0]
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, x.shape[1]), dtype=x.dtype)])
+        outs.append(np.asarray(run(chunk))[: fixed - pad])
+    return np.concatenate(outs)

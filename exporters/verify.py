@@ -1,0 +1,406 @@
+"""``verify_onnx``: check an exported file against its source model, on hostile inputs too.
+
+The file is run by two independent evaluators, onnxruntime's CPU provider (explicitly selected)
+and ``onnx.reference.ReferenceEvaluator`` (plain numpy, no fused kernels, no silent upcasts), and
+both are compared with the torch model evaluated in float64 (eval mode, the default max-scaled
+norm), which is the function the stored parameters define. Input sets:
+
+==========  ==========================================================================
+``random``  64 seeded ``N(0, 1)`` rows
+``data``    the caller's ``inputs`` (real data), if given; with ``labels``, accuracies
+``zeros``   all-zero rows (the isotropic norm's ``0/0`` point, clamped by ``eps``)
+``tiny``    random directions with norms 1e-12, 1e-8, 1e-4
+``large``   random directions with norms 1e2, 1e3, 1e4
+``batch1``  a single row  (dynamic-batch files only)
+``batch7``  seven rows    (dynamic-batch files only)
+==========  ==========================================================================
+
+A fixed-batch file is fed in zero-padded chunks of its batch size. A set passes when every output
+is finite and ``|y_onnx - y_torch| <= atol + rtol |y_torch|`` elementwise (``numpy.allclose``);
+``max rel`` in the report is ``max |y_onnx - y_torch| / max |y_torch|`` over the set. The file also
+fails when it uses an operator outside ``allow`` (default :data:`~exporters.graph.OP_ALLOWLIST`),
+and, with labels, when it loses more accuracy than ``max_accuracy_drop``.
+
+Default tolerances follow the file's kind (:data:`TOLERANCES`): float32 ``1e-5`` (the parity
+target: max abs error <= 1e-5 on outputs of order 1), float64 ``1e-10``, float16 ``1e-2`` (norms
+kept in float32 by :func:`~exporters.float16.to_float16`), int8 unbounded errors but at most
+:data:`INT8_MAX_ACCURACY_DROP` percentage points of accuracy lost on labelled data.
+
+Example::
+
+    >>> report = verify_onnx(export_onnx(model, "m.onnx"), model)  # doctest: +SKIP
+    >>> report.ok, report.max_abs < 1e-5  # doctest: +SKIP
+    (True, True)
+    >>> print(report.table())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from isoproof.io import model_digest
+from isoproof.table import format_table
+
+from .errors import VerificationError
+from .export import INPUT_NAME, read_onnx_metadata
+from .graph import (
+    OP_ALLOWLIST,
+    QUANTIZED_OPS,
+    disallowed_ops,
+    ops_used,
+    opset_of,
+    stored_numbers,
+)
+from .runtime import input_spec, ort_session, run_batched
+
+__all__ = [
+    "EVALUATORS",
+    "INT8_MAX_ACCURACY_DROP",
+    "TOLERANCES",
+    "InputSetResult",
+    "VerificationReport",
+    "file_kind",
+    "verify_onnx",
+]
+
+EVALUATORS: tuple[str, ...] = ("onnxruntime", "reference")
+TOLERANCES: dict[str, float] = {
+    "float64": 1e-10,
+    "float32": 1e-5,
+    "float16": 1e-2,
+    "int8": math.inf,
+}
+"""Default ``atol`` = ``rtol`` by file kind (float16 / int8 from the ``isoproof.variant`` metadata,
+else the input dtype). float16 (norms kept in float32): measured max abs 5e-3 on digits logits up
+to 4 with inputs of norm up to 1e3; int8: errors are reported, not bounded (dynamic
+quantisation depends on the other rows of the batch), so only NaN/Inf, ops and accuracy count."""
+
+INT8_MAX_ACCURACY_DROP = 1.0
+"""Percentage points an int8 file may lose on labelled data before verification fails."""
+
+
+@dataclass(frozen=True)
+class InputSetResult:
+    """Errors of one evaluator on one input set."""
+
+    name: str
+    rows: int
+    evaluator: str
+    max_abs: float
+    max_rel: float
+    nonfinite: int
+    ok: bool
+
+
+@dataclass
+class VerificationReport:
+    """What :func:`verify_onnx` measured. ``ok`` is ``True`` when ``failures`` is empty."""
+
+    path: str
+    kind: str
+    file_size: int
+    stored_numbers: int
+    model_parameters: int
+    ops: dict[str, int]
+    disallowed_ops: list[str]
+    opset: int
+    batch: str
+    atol: float
+    rtol: float
+    results: list[InputSetResult] = field(default_factory=list)
+    accuracy: dict[str, float] = field(default_factory=dict)
+    source_digest_match: bool | None = None
+    max_accuracy_drop: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def max_abs(self) -> float:
+        """Largest absolute error over every input set and evaluator."""
+        return max((r.max_abs for r in self.results), default=0.0)
+
+    @property
+    def accuracy_change(self) -> dict[str, float]:
+        """Accuracy change (percentage points) of each evaluator vs torch, if labels were given."""
+        if "torch" not in self.accuracy:
+            return {}
+        base = self.accuracy["torch"]
+        return {k: 100.0 * (v - base) for k, v in self.accuracy.items() if k != "torch"}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(ok=self.ok, max_abs=self.max_abs, accuracy_change_pp=self.accuracy_change)
+        return out
+
+    def table(self) -> str:
+        """A plain-text summary: header, per-set errors, accuracy, verdict."""
+        ops = ", ".join(f"{k} {v}" for k, v in self.ops.items())
+        lines = [
+            f"{self.path}  ({self.kind}, {self.file_size / 1024:.1f} KiB, "
+            f"{self.stored_numbers} stored numbers, {self.model_parameters} model parameters, "
+            f"opset {self.opset}, batch {self.batch})",
+            f"ops: {ops}",
+            "outside the op allow-list: "
+            + (", ".join(self.disallowed_ops) if self.disallowed_ops else "none"),
+        ]
+        if self.source_digest_match is not None:
+            lines.append(
+                "source checksum: "
+                + ("matches the model" if self.source_digest_match else "DIFFERS from the model")
+            )
+        rows = [
+            [r.name, r.rows, r.evaluator, r.max_abs, r.max_rel, r.nonfinite, _check(r.ok)]
+            for r in self.results
+        ]
+        headers = ["input set", "rows", "evaluator", "max abs", "max rel", "non-finite", "check"]
+        lines += ["", format_table(headers, rows)]
+        if self.accuracy:
+            parts = [f"torch {100 * self.accuracy['torch']:.2f}%"] + [
+                f"{k} {100 * self.accuracy[k]:.2f}% ({d:+.2f} pp)"
+                for k, d in self.accuracy_change.items()
+            ]
+            lines += ["", "accuracy on labelled data: " + ", ".join(parts)]
+        tol = (
+            f"|error| <= {self.atol:g} + {self.rtol:g} |y|"
+            if math.isfinite(self.atol) and math.isfinite(self.rtol)
+            else "errors reported, not bounded"
+        )
+        if self.max_accuracy_drop is not None and self.accuracy:
+            tol += f"; accuracy drop <= {self.max_accuracy_drop:g} pp"
+        verdict = f"PASS ({tol})" if self.ok else "FAIL: " + "; ".join(self.failures)
+        lines += ["", f"verification: {verdict}"]
+        return "\n".join(lines)
+
+
+def verify_onnx(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    inputs: torch.Tensor | np.ndarray | None = None,
+    labels: torch.Tensor | np.ndarray | Sequence[int] | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int = 0,
+    evaluators: Iterable[str] = EVALUATORS,
+    allow: Iterable[str] | None = None,
+    max_accuracy_drop: float | None = None,
+    raise_on_failure: bool = True,
+) -> VerificationReport:
+    """Compare the ONNX file at ``path`` with ``model`` (see the module docstring).
+
+    Args:
+        path: an ONNX file whose single input is ``[batch, n_in]``.
+        model: the source ``nn.Module`` (not modified; evaluated on a float64 copy).
+        inputs: optional real data ``[rows, n_in]``; ``labels`` (``[rows]``) adds accuracies.
+        rtol, atol: tolerances; default :data:`TOLERANCES` of the file's kind (float32: 1e-5).
+        seed: seed of the random input sets.
+        evaluators: a subset of ``("onnxruntime", "reference")``.
+        allow: the op allow-list; default :data:`~exporters.graph.OP_ALLOWLIST`, plus
+            :data:`~exporters.graph.QUANTIZED_OPS` for int8 files.
+        max_accuracy_drop: with labels, fail if an evaluator loses more percentage points than
+            this (default: 1.0 for int8 files, unchecked otherwise).
+        raise_on_failure: raise :class:`VerificationError` (default) or return the report.
+
+    Returns:
+        The :class:`VerificationReport`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VerificationError(f"expected an ONNX file at {path}, got no such file")
+    if not isinstance(model, nn.Module):
+        raise VerificationError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    evaluators = tuple(evaluators)
+    unknown = sorted(set(evaluators) - set(EVALUATORS))
+    if unknown or not evaluators:
+        raise VerificationError(f"expected evaluators from {EVALUATORS}, got {evaluators!r}")
+    proto = onnx.load(str(path))
+    in_dtype, n_in, fixed = input_spec(proto)
+    meta = read_onnx_metadata(proto)
+    kind = file_kind(proto)
+    default = TOLERANCES[kind]
+    if allow is None:
+        allow = OP_ALLOWLIST | QUANTIZED_OPS if kind == "int8" else OP_ALLOWLIST
+    atol = default if atol is None else float(atol)
+    rtol = default if rtol is None else float(rtol)
+    if not (atol >= 0 and rtol >= 0):
+        raise VerificationError(f"expected atol, rtol >= 0, got atol={atol}, rtol={rtol}")
+    if labels is not None and inputs is None:
+        raise VerificationError("expected inputs= together with labels=, got labels only")
+
+    report = VerificationReport(
+        path=str(path),
+        kind=kind,
+        file_size=path.stat().st_size,
+        stored_numbers=stored_numbers(proto),
+        model_parameters=_parameter_count(model),
+        ops=ops_used(proto),
+        disallowed_ops=disallowed_ops(proto, allow),
+        opset=opset_of(proto),
+        batch="dynamic" if fixed is None else str(fixed),
+        atol=atol,
+        rtol=rtol,
+    )
+    if "isoproof.source_sha256" in meta:
+        report.source_digest_match = meta["isoproof.source_sha256"] == model_digest(model)
+    if report.disallowed_ops:
+        report.failures.append(f"ops outside the allow-list: {', '.join(report.disallowed_ops)}")
+
+    sets = _input_sets(n_in, seed, inputs, dynamic=fixed is None)
+    y_true = None if labels is None else _labels(labels, sets["data"].shape[0])
+    reference = _torch_reference(model)
+    runners = {name: _runner(name, proto, path) for name in evaluators}
+    for name, x in sets.items():
+        y_ref = reference(x)
+        if not np.isfinite(y_ref).all():
+            report.failures.append(f"torch itself gives NaN/Inf on input set {name!r}")
+        if name == "data" and y_true is not None:
+            report.accuracy["torch"] = _accuracy(y_ref, y_true)
+        for ev, run in runners.items():
+            y = run_batched(run, x.astype(in_dtype), fixed).astype(np.float64)
+            if y.shape != y_ref.shape:
+                report.failures.append(
+                    f"{ev} on {name!r}: expected output shape {y_ref.shape}, got {y.shape}"
+                )
+                continue
+            r = _compare(name, ev, y, y_ref, atol, rtol)
+            report.results.append(r)
+            if r.nonfinite:
+                report.failures.append(f"{ev} gives {r.nonfinite} NaN/Inf on {name!r}")
+            elif not r.ok:
+                report.failures.append(
+                    f"{ev} on {name!r}: max abs error {r.max_abs:.3g} exceeds "
+                    f"{atol:g} + {rtol:g} |y|"
+                )
+            if name == "data" and y_true is not None:
+                report.accuracy[ev] = _accuracy(y, y_true)
+    if max_accuracy_drop is None and kind == "int8":
+        max_accuracy_drop = INT8_MAX_ACCURACY_DROP
+    report.max_accuracy_drop = max_accuracy_drop
+    if max_accuracy_drop is not None:
+        for ev, change in report.accuracy_change.items():
+            if change < -max_accuracy_drop:
+                report.failures.append(
+                    f"{ev} accuracy drops {-change:.2f} pp, expected at most {max_accuracy_drop} pp"
+                )
+    if raise_on_failure and not report.ok:
+        raise VerificationError(
+            f"{path.name} does not reproduce {type(model).__name__}: " + "; ".join(report.failures),
+            report,
+        )
+    return report
+
+
+def file_kind(proto: onnx.ModelProto) -> str:
+    """``"float16"`` / ``"int8"`` for the edge variants (their metadata), else the input dtype."""
+    variant = read_onnx_metadata(proto).get("isoproof.variant", "")
+    for kind in ("float16", "int8"):
+        if variant.startswith(kind):
+            return kind
+    dtype = np.dtype(input_spec(proto)[0]).name
+    return dtype if dtype in TOLERANCES else "float32"
+
+
+# ---------------------------------------------------------------------------- helpers
+def _parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # shared parameters count once
+
+
+def _directions(rng: np.random.Generator, norms: Sequence[float], n_in: int) -> np.ndarray:
+    d = rng.standard_normal((len(norms), n_in))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return d * np.asarray(norms)[:, None]
+
+
+def _input_sets(
+    n_in: int, seed: int, inputs: torch.Tensor | np.ndarray | None, *, dynamic: bool
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sets = {"random": rng.standard_normal((64, n_in))}
+    if inputs is not None:
+        data = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs
+        data = np.asarray(data, dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != n_in or data.shape[0] == 0:
+            raise VerificationError(f"expected inputs of shape [rows, {n_in}], got {data.shape}")
+        sets["data"] = data
+    sets["zeros"] = np.zeros((4, n_in))
+    sets["tiny"] = _directions(rng, [1e-12, 1e-8, 1e-4], n_in)
+    sets["large"] = _directions(rng, [1e2, 1e3, 1e4], n_in)
+    if dynamic:
+        sets["batch1"] = rng.standard_normal((1, n_in))
+        sets["batch7"] = rng.standard_normal((7, n_in))
+    return sets
+
+
+def _torch_reference(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    ref = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return ref(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))).numpy()
+
+    return run
+
+
+def _runner(name: str, proto: onnx.ModelProto, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    try:
+        if name == "onnxruntime":
+            session = ort_session(path)
+            return lambda x: session.run(None, {INPUT_NAME: x})[0]
+        from onnx.reference import ReferenceEvaluator
+
+        evaluator = ReferenceEvaluator(proto)
+    except Exception as e:  # unsupported op/opset in that evaluator
+        raise VerificationError(
+            f"expected the {name} evaluator to load {path.name}, got {type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0][:200]} (choose evaluators= without it)"
+        ) from e
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):  # overflow shows up as Inf/NaN in the report instead
+            return evaluator.run(None, {INPUT_NAME: x})[0]
+
+    return run
+
+
+def _compare(
+    name: str, evaluator: str, y: np.ndarray, y_ref: np.ndarray, atol: float, rtol: float
+) -> InputSetResult:
+    finite = np.isfinite(y)
+    with np.errstate(all="ignore"):
+        diff = np.where(finite, np.abs(y - y_ref), np.inf)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(y_ref).max()) if y_ref.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    ok = bool(finite.all() and np.all(diff <= atol + rtol * np.abs(y_ref)))
+    return InputSetResult(
+        name, int(y.shape[0]), evaluator, max_abs, max_rel, int(y.size - finite.sum()), ok
+    )
+
+
+def _check(ok: bool) -> str:
+    return "ok" if ok else "FAIL"
+
+
+def _labels(labels: torch.Tensor | np.ndarray | Sequence[int], rows: int) -> np.ndarray:
+    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if y.shape != (rows,):
+        raise VerificationError(f"expected labels of shape [{rows}], got {y.shape}")
+    return y
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())

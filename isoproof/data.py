@@ -1,0 +1,487 @@
+"""Data sets that need no download, CIFAR-10 from a local folder, and a multi-task builder.
+
+Every loader returns a :class:`Dataset`: float features standardised per feature with the mean
+and standard deviation of the *training* split (stored on the dataset; features with zero spread,
+such as the always-blank corner pixels of digits, are divided by 1), and int64 labels.
+
+* :func:`load_digits`: scikit-learn's 8x8 digits (1797 images, 64 features, 10 classes; shipped in
+  the scikit-learn wheel), split with a seeded shuffle.
+* :func:`load_mnist1d`: MNIST-1D (40 features, 10 classes; 4000 train / 1000 test by default)
+  generated locally by the ``mnist1d`` package (``make_dataset``, never its download path) and
+  cached as ``.npz`` under ``$ISOPROOF_CACHE`` or ``~/.cache/isoproof``, written atomically.
+* :func:`load_cifar10`: the standard "python version" batches from a local folder. They are
+  pickles; a restricted unpickler admits only containers, strings, numbers and NumPy array
+  reconstruction, and refuses anything else (a pickle can otherwise run arbitrary code).
+* :func:`load_dataset`: ``"digits"`` | ``"mnist1d"`` | ``"cifar10:PATH"``.
+* :func:`multitask`: the paper's Exp 3 layout (``../shared/notes/isotropic-method.md`` §7): a
+  *fixed union architecture* whose input is the concatenation of every task's feature block (a
+  sample fills its own block, the others are 0) and whose output has one head per task; tasks are
+  switched on and off by per-task loss weights (:meth:`MultiTaskDataset.loss`), not by resizing.
+
+Shapes: ``x_*`` is ``[N, n_features]`` (the dataset's dtype), ``y_*`` is ``[N]`` (int64).
+
+Example::
+
+    >>> data = load_digits(seed=0)
+    >>> data.n_features, data.n_classes, tuple(data.x_train.shape)
+    (64, 10, (1438, 64))
+    >>> bool(data.x_train.mean(0).abs().max() < 1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .exceptions import IsoproofError, MissingExtraError
+from .files import atomic_path
+
+__all__ = [
+    "CIFAR10_FILES",
+    "Dataset",
+    "MissingExtraError",
+    "MultiTaskDataset",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_mnist1d",
+    "multitask",
+    "resolve_cache_dir",
+    "restricted_unpickle",
+    "standardise",
+]
+
+CIFAR10_FILES: tuple[str, ...] = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+_CIFAR10: tuple[str, ...] = (
+    *("airplane", "automobile", "bird", "cat", "deer"),
+    *("dog", "frog", "horse", "ship", "truck"),
+)
+_MNIST1D_FORMAT = 1  # bump when the cached arrays change meaning
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A standardised train/test split.
+
+    Attributes:
+        name: ``"digits"``, ``"mnist1d"``, ``"cifar10"`` or a user name.
+        x_train, x_test: ``[N, n_features]`` standardised features.
+        y_train, y_test: ``[N]`` int64 labels in ``[0, n_classes)``.
+        mean, std: ``[n_features]`` training-split statistics used for the standardisation
+            (apply ``(x - mean) / std`` to new raw samples).
+        classes: the class names (``"0"`` .. ``"9"`` for the digit sets).
+    """
+
+    name: str
+    x_train: torch.Tensor = field(repr=False)
+    y_train: torch.Tensor = field(repr=False)
+    x_test: torch.Tensor = field(repr=False)
+    y_test: torch.Tensor = field(repr=False)
+    mean: torch.Tensor = field(repr=False)
+    std: torch.Tensor = field(repr=False)
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = self.x_train.shape[-1]
+        for split, x, y in (
+            ("train", self.x_train, self.y_train),
+            ("test", self.x_test, self.y_test),
+        ):
+            if x.dim() != 2 or x.shape[1] != n or y.shape != (x.shape[0],):
+                raise IsoproofError(
+                    f"expected x_{split} [N, {n}] and y_{split} [N], got {tuple(x.shape)} and "
+                    f"{tuple(y.shape)}"
+                )
+        if not self.classes:
+            labels = torch.cat([self.y_train.reshape(-1), self.y_test.reshape(-1)])
+            k = int(labels.max()) + 1 if labels.numel() else 0
+            object.__setattr__(self, "classes", tuple(str(i) for i in range(k)))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
+        """The first ``n_train`` / ``n_test`` rows (standardisation kept): for quick runs."""
+        return Dataset(
+            self.name,
+            self.x_train[:n_train],
+            self.y_train[:n_train],
+            self.x_test[:n_test],
+            self.y_test[:n_test],
+            self.mean,
+            self.std,
+            self.classes,
+        )
+
+
+def standardise(
+    x_train: np.ndarray | torch.Tensor,
+    x_test: np.ndarray | torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x - mean) / std`` per feature with the training split's statistics (computed in float64).
+
+    Returns ``(x_train, x_test, mean, std)``; a feature with ``std == 0`` keeps ``std = 1``.
+    """
+    tr = torch.as_tensor(np.asarray(x_train), dtype=torch.float64)
+    te = torch.as_tensor(np.asarray(x_test), dtype=torch.float64)
+    if tr.dim() != 2 or te.dim() != 2 or tr.shape[1] != te.shape[1] or tr.shape[0] < 1:
+        raise IsoproofError(
+            f"expected 2-d train/test features of equal width, got {tuple(tr.shape)} and "
+            f"{tuple(te.shape)}"
+        )
+    mean = tr.mean(0)
+    std = tr.std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    out = ((tr - mean) / std, (te - mean) / std, mean, std)
+    return tuple(t.to(dtype) for t in out)  # type: ignore[return-value]
+
+
+def _labels(y: object) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(y, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------- embedded data sets
+def load_digits(
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Dataset:
+    """scikit-learn's 8x8 digits, shuffled with ``seed`` and split ``1 - test_fraction`` / rest.
+
+    The raw arrays are cached as ``digits-v1.npz`` (importing ``sklearn.datasets`` takes seconds).
+    """
+    if not (isinstance(test_fraction, float | int) and 0 < test_fraction < 1):
+        raise IsoproofError(f"expected 0 < test_fraction < 1, got {test_fraction!r}")
+    path = resolve_cache_dir(cache_dir) / "digits-v1.npz"
+    arrays = _read_npz(path, ("x", "y"))
+    if arrays is None:
+        try:
+            from sklearn.datasets import load_digits as sk_digits
+        except ImportError:
+            raise MissingExtraError(
+                "expected scikit-learn for the digits data set (pip install isoproof[data]), "
+                "got an ImportError"
+            ) from None
+        bunch = sk_digits()
+        arrays = {"x": np.asarray(bunch.data, np.float64), "y": np.asarray(bunch.target, np.int64)}
+        _write_npz(path, arrays)
+    x, y = arrays["x"], arrays["y"]
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = round(len(y) * test_fraction)
+    test, train = order[:n_test], order[n_test:]
+    x_tr, x_te, mean, std = standardise(x[train], x[test], dtype=dtype)
+    return Dataset("digits", x_tr, _labels(y[train]), x_te, _labels(y[test]), mean, std)
+
+
+def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path``, else ``$ISOPROOF_CACHE``, else ``~/.cache/isoproof``."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("ISOPROOF_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "isoproof"
+
+
+def load_mnist1d(
+    *,
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    num_samples: int = 5000,
+    train_split: float = 0.8,
+    dtype: torch.dtype = torch.float32,
+) -> Dataset:
+    """MNIST-1D generated locally with ``mnist1d`` (its default settings, generator seed ``seed``).
+
+    The raw arrays are cached as ``mnist1d-v1-seed{seed}-n{num_samples}-split{train_split}.npz``
+    (no pickle) and regenerated if the file is missing or unreadable. ``mnist1d`` seeds NumPy's and
+    Python's global generators; their states are restored afterwards.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 20:
+        raise IsoproofError(f"expected num_samples to be an int >= 20, got {num_samples!r}")
+    if not (isinstance(train_split, float | int) and 0 < train_split < 1):
+        raise IsoproofError(f"expected 0 < train_split < 1, got {train_split!r}")
+    folder = resolve_cache_dir(cache_dir)
+    path = folder / (
+        f"mnist1d-v{_MNIST1D_FORMAT}-seed{seed}-n{num_samples}-split{float(train_split):g}.npz"
+    )
+    arrays = _read_npz(path, ("x", "y", "x_test", "y_test"))
+    if arrays is None:
+        arrays = _generate_mnist1d(seed, num_samples, float(train_split))
+        _write_npz(path, arrays)
+    x_tr, x_te, mean, std = standardise(arrays["x"], arrays["x_test"], dtype=dtype)
+    return Dataset(
+        "mnist1d", x_tr, _labels(arrays["y"]), x_te, _labels(arrays["y_test"]), mean, std
+    )
+
+
+def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: np.asarray(npz[k]) for k in keys}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # damaged cache: regenerate
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+        np.savez(f, **arrays)
+
+
+def _generate_mnist1d(seed: int, num_samples: int, train_split: float) -> dict[str, np.ndarray]:
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise MissingExtraError(
+            "expected the mnist1d package to generate MNIST-1D (pip install isoproof[data]), "
+            "got an ImportError"
+        ) from None
+    args = get_dataset_args()
+    args.seed, args.num_samples, args.train_split = int(seed), num_samples, train_split
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)  # local generation; mnist1d's get_dataset would download
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+# ----------------------------------------------------------------------- CIFAR-10
+def _reconstructors() -> dict[tuple[str, str], object]:
+    """The NumPy callables a pickled array refers to, under their NumPy 1 and 2 module names."""
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # numpy(._)core.numeric._frombuffer
+    allowed: dict[tuple[str, str], object] = {}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[f"{core}.multiarray", "_reconstruct"] = reconstruct
+        allowed[f"{core}.numeric", "_frombuffer"] = frombuffer
+    allowed["numpy", "ndarray"] = np.ndarray
+    allowed["numpy", "dtype"] = np.dtype
+    for name, obj in (("dict", dict), ("list", list), ("bytes", bytes), ("str", str), ("int", int)):
+        allowed["builtins", name] = obj
+        allowed["__builtin__", name] = obj
+    allowed["_codecs", "encode"] = _latin1_encode  # how protocol 2 stores bytes under Python 3
+    return allowed
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding.lower().replace("-", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"expected latin1 bytes in the pickle, got codec {encoding!r}")
+    return text.encode("latin1")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    allowed = _reconstructors()
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.allowed[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"expected only containers, strings, numbers and NumPy arrays, got a reference to "
+                f"{module}.{name} (refused: unpickling it could run code)"
+            ) from None
+
+
+def restricted_unpickle(path: str | os.PathLike[str]) -> object:
+    """Unpickle ``path`` admitting only dict/list/bytes/str/int and NumPy arrays.
+
+    Raises :class:`~isoproof.exceptions.IsoproofError` naming the refused reference (e.g.
+    ``os.system``) or the damage.
+    """
+    try:
+        with open(path, "rb") as f:
+            return _RestrictedUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise IsoproofError(f"{path}: {e}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise IsoproofError(
+            f"{path}: expected a CIFAR-10 python batch, got a damaged file ({e})"
+        ) from None
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    obj = restricted_unpickle(path)
+    if not isinstance(obj, dict):
+        raise IsoproofError(f"{path}: expected a dict batch, got {type(obj).__name__}")
+    get = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    data, labels = get.get("data"), get.get("labels")
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+        got = getattr(data, "shape", type(data).__name__)
+        raise IsoproofError(f"{path}: expected 'data' of shape [N, 3072], got {got}")
+    y = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    if y is None or y.shape != (data.shape[0],) or (len(y) and (y.min() < 0 or y.max() > 9)):
+        raise IsoproofError(
+            f"{path}: expected {data.shape[0]} 'labels' in [0, 9], got {labels!r:.80}"
+        )
+    return data, y
+
+
+def load_cifar10(root: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> Dataset:
+    """CIFAR-10 from the standard python batches in ``root`` (or ``root/cifar-10-batches-py``).
+
+    Expects ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``; images are flattened to 3072
+    features (channel-major, as stored) and standardised per pixel. Nothing is downloaded.
+    """
+    root = Path(root)
+    folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    missing = [name for name in CIFAR10_FILES if not (folder / name).is_file()]
+    if missing:
+        raise IsoproofError(
+            f"expected the CIFAR-10 python batches {', '.join(CIFAR10_FILES)} in {folder}, "
+            f"got {'no such folder' if not folder.is_dir() else 'none of ' + ', '.join(missing)}"
+        )
+    train = [_cifar_batch(folder / name) for name in CIFAR10_FILES[:-1]]
+    x_te, y_te = _cifar_batch(folder / "test_batch")
+    x_tr = np.concatenate([x for x, _ in train])
+    y_tr = np.concatenate([y for _, y in train])
+    xs_tr, xs_te, mean, std = standardise(x_tr, x_te, dtype=dtype)
+    return Dataset("cifar10", xs_tr, _labels(y_tr), xs_te, _labels(y_te), mean, std, _CIFAR10)
+
+
+def load_dataset(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Dataset:
+    """``"digits"`` | ``"mnist1d"`` | ``"cifar10:PATH"`` -> :class:`Dataset`."""
+    if not isinstance(spec, str):
+        raise IsoproofError(f"expected a data set name string, got {type(spec).__name__}")
+    name, _, arg = spec.partition(":")
+    if name == "digits" and not arg:
+        return load_digits(seed=seed, dtype=dtype)
+    if name == "mnist1d" and not arg:
+        return load_mnist1d(seed=seed, dtype=dtype)
+    if name == "cifar10" and arg:
+        return load_cifar10(arg, dtype=dtype)
+    raise IsoproofError(f"expected 'digits', 'mnist1d' or 'cifar10:PATH', got {spec!r}")
+
+
+# ----------------------------------------------------------------------- multi-task
+@dataclass(frozen=True, eq=False)
+class MultiTaskDataset:
+    """Several tasks over one union architecture (blocked inputs, one output head per task).
+
+    Attributes:
+        name: ``"+"``-joined task names.
+        tasks: the source :class:`Dataset` of each task.
+        x_train, x_test: ``[N, sum n_features]``; a row fills its task's block, the rest is 0.
+        y_train, y_test: ``[N]`` labels *within* the task's head.
+        task_train, task_test: ``[N]`` int64 task index of each row.
+        in_slices, out_slices: each task's input block and output head.
+    """
+
+    name: str
+    tasks: tuple[Dataset, ...] = field(repr=False)
+    x_train: torch.Tensor = field(repr=False)
+    y_train: torch.Tensor = field(repr=False)
+    task_train: torch.Tensor = field(repr=False)
+    x_test: torch.Tensor = field(repr=False)
+    y_test: torch.Tensor = field(repr=False)
+    task_test: torch.Tensor = field(repr=False)
+    in_slices: tuple[slice, ...] = ()
+    out_slices: tuple[slice, ...] = ()
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        """Total number of outputs (the union of the heads)."""
+        return int(self.out_slices[-1].stop)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    def check_weights(self, weights: Sequence[float]) -> tuple[float, ...]:
+        """Validate one loss weight (finite, >= 0) per task."""
+        w = tuple(float(v) for v in weights)
+        if len(w) != len(self.tasks) or not all(np.isfinite(v) and v >= 0 for v in w):
+            raise IsoproofError(
+                f"expected {len(self.tasks)} finite loss weights >= 0 (one per task "
+                f"{list(self.task_names)}), got {list(weights)}"
+            )
+        return w
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        task: torch.Tensor,
+        weights: Sequence[float],
+    ) -> torch.Tensor:
+        """``(1/B) sum_rows weight[task] * CE(logits[row, head(task)], y[row])``."""
+        w = self.check_weights(weights)
+        total = logits.new_zeros(())
+        for t, (head, wt) in enumerate(zip(self.out_slices, w, strict=True)):
+            rows = task == t
+            if wt == 0 or not bool(rows.any()):
+                continue
+            total = total + wt * F.cross_entropy(logits[rows, head], y[rows], reduction="sum")
+        return total / max(int(y.shape[0]), 1)
+
+    def predict(self, logits: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """The predicted label of each row within its own head."""
+        pred = torch.empty_like(task)
+        for t, head in enumerate(self.out_slices):
+            rows = task == t
+            pred[rows] = logits[rows, head].argmax(-1)
+        return pred
+
+
+def multitask(*tasks: Dataset) -> MultiTaskDataset:
+    """Stack ``tasks`` into one :class:`MultiTaskDataset` (blocked inputs, one head per task).
+
+    Example::
+
+        >>> mt = multitask(load_digits(), load_mnist1d(num_samples=200, cache_dir=tmp_path))
+        >>> mt.n_features, mt.n_classes, mt.out_slices[1]
+        (104, 20, slice(10, 20, None))
+    """
+    if len(tasks) < 1 or not all(isinstance(t, Dataset) for t in tasks):
+        raise IsoproofError(f"expected one or more Dataset objects, got {tasks!r:.80}")
+    in_slices, out_slices = [], []
+    i = o = 0
+    for t in tasks:
+        in_slices.append(slice(i, i + t.n_features))
+        out_slices.append(slice(o, o + t.n_classes))
+        i, o = i + t.n_features, o + t.n_classes
+    dtype = tasks[0].x_train.dtype
+
+    def stack(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xs, ys, ts = [], [], []
+        for k, (t, block) in enumerate(zip(tasks, in_slices, strict=True)):
+            x = getattr(t, f"x_{split}")
+            full = x.new_zeros(x.shape[0], i, dtype=dtype)
+            full[:, block] = x.to(dtype)
+            xs.append(full)
+            ys.append(getattr(t, f"y_{split}"))
+            ts.append(torch.full((x.shape[0],), k, dtype=torch.int64))
+        return torch.cat(xs), torch.cat(ys), torch.cat(ts)
+
+    x_tr, y_tr, t_tr = stack("train")
+    x_te, y_te, t_te = stack("test")
+    name = "+".join(t.name for t in tasks)
+    return MultiTaskDataset(
+        name, tuple(tasks), x_tr, y_tr, t_tr, x_te, y_te, t_te, tuple(in_slices), tuple(out_slices)
+    )

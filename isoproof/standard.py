@@ -1,0 +1,118 @@
+"""Standard (elementwise-activation) MLPs, for comparisons with :class:`~isoproof.IsotropicMLP`.
+
+A standard MLP applies ``s`` to each coordinate: ``a_l = s(z_l)`` with ``z_l = W_l a_{l-1} + b_l``.
+It commutes only with (signed) permutations of a hidden layer, so none of isoproof's exact
+operations apply to it; it is the control of the paper's Exp 2 and Exp 6
+(``../shared/notes/isotropic-method.md`` §7).
+
+* :func:`standard_mlp` builds ``nn.Sequential(Linear, act, Linear, act, ..., Linear)`` with the same
+  initialisations as :class:`~isoproof.IsotropicMLP` (orthogonal weights and zero biases, or
+  PyTorch's default);
+* :func:`paired_standard` copies the weights and biases of an isotropic model into a standard one,
+  so the two start from the same point ("paired initial weights") and differ only in the
+  activation. The isotropic model's ``o`` and ``psi`` have no counterpart: at initialisation they
+  are ``1e-6`` and ``0``; a non-zero psi is refused unless ``strict=False``.
+
+Shapes: input ``[..., n0]``, output ``[..., nL]``.
+
+Example::
+
+    >>> iso = IsotropicMLP([4, 8, 8, 3], dtype=torch.float64)
+    >>> std = paired_standard(iso)
+    >>> x = torch.randn(5, 4, dtype=torch.float64)
+    >>> torch.equal(std[0](x), iso.linears[0](x))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .exceptions import IsoproofError
+from .mlp import INIT_MODES, IsotropicMLP, _check_widths
+from .surgery import check_model
+
+__all__ = ["ACTIVATIONS", "linear_layers", "paired_standard", "standard_mlp"]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "softsign": nn.Softsign,
+}
+
+
+def standard_mlp(
+    widths: Sequence[int],
+    activation: str = "tanh",
+    *,
+    init: str = "orthogonal",
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> nn.Sequential:
+    """``nn.Sequential`` of ``nn.Linear`` maps with the elementwise ``activation`` between them.
+
+    Args:
+        widths: ``[n0, ..., nL]`` as for :class:`~isoproof.IsotropicMLP`.
+        activation: one of :data:`ACTIVATIONS` (``"tanh"``, ``"relu"``, ``"gelu"``, ...).
+        init: ``"orthogonal"`` (orthogonal weights, zero biases: the paper's setup) or
+            ``"kaiming"`` (``nn.Linear``'s default).
+        generator: optional ``torch.Generator`` for the initialisation.
+    """
+    widths = _check_widths(widths)
+    if activation not in ACTIVATIONS:
+        raise IsoproofError(f"expected activation in {sorted(ACTIVATIONS)}, got {activation!r}")
+    if init not in INIT_MODES:
+        raise IsoproofError(f"expected init in {INIT_MODES}, got {init!r}")
+    factory: dict[str, Any] = {"dtype": dtype, "device": device}
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        lin = nn.Linear(widths[i], widths[i + 1], **factory)
+        with torch.no_grad():
+            if init == "orthogonal":
+                nn.init.orthogonal_(lin.weight, generator=generator)
+                lin.bias.zero_()
+            else:
+                nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
+                bound = 1 / math.sqrt(lin.in_features)
+                nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
+        layers.append(lin)
+        if i < len(widths) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def paired_standard(
+    model: IsotropicMLP, activation: str = "tanh", *, strict: bool = True
+) -> nn.Sequential:
+    """A standard MLP with ``model``'s widths, weights and biases (dense copies) and an elementwise
+    ``activation``; same dtype and device. ``strict`` refuses a model with non-zero psi."""
+    model = check_model(model)
+    if strict and model.psi_mode != "none" and len(model.psi):
+        worst = max(float(p.detach().abs().max()) for p in model.psi)
+        if worst != 0.0:
+            raise IsoproofError(
+                "expected psi = 0 (a standard MLP has no psi correction; pass strict=False to "
+                f"drop it), got max |psi| = {worst:.3g}"
+            )
+    std = standard_mlp(model.widths, activation, dtype=model.dtype, device=model.device)
+    with torch.no_grad():
+        for src, dst in zip(model.linears, linear_layers(std), strict=True):
+            dst.weight.copy_(src.weight.detach())
+            dst.bias.copy_(src.bias.detach())
+    return std
+
+
+def linear_layers(model: nn.Module) -> list[nn.Module]:
+    """The affine maps of an MLP in order: ``model.linears`` for an isotropic model, else every
+    ``nn.Linear`` submodule (each has a ``.weight`` of shape ``[out, in]``)."""
+    if isinstance(model, IsotropicMLP):
+        return list(model.linears)
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]

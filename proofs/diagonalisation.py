@@ -1,0 +1,147 @@
+"""§3 diagonalisation: left and full diagonalisation leave the network function unchanged.
+
+Write the weight of layer ``l`` through its singular value decomposition ``W_l = R L Q^T`` with
+generic symbolic factors: ``R``, ``Q`` Cayley rotations and ``L`` rectangular-diagonal with
+symbolic ``sigma_i``, so that ``R^T W_l = L Q^T`` and ``R^T W_l Q = L``. Then
+
+left (any layer followed by an activation)::
+
+    W_l <- L Q^T,  b_l <- R^T b_l,  psi_l <- R^T psi_l,  W_{l+1} <- W_{l+1} R
+
+full (interior layer, activations on both sides)::
+
+    W_l <- L,  b_l <- R^T b_l,  psi_l <- R^T psi_l,
+    W_{l-1} <- Q^T W_{l-1},  b_{l-1} <- Q^T b_{l-1},  psi_{l-1} <- Q^T psi_{l-1},
+    W_{l+1} <- W_{l+1} R
+
+leave the output identical. Proof: the new pre-activations are ``Q^T z_{l-1}`` and ``R^T z_l``,
+whose squared lengths equal the old ones (argument identities, step one), so the gains are
+unchanged and ``W_{l+1} R (g R^T z_l) = W_{l+1} g z_l`` (step two). Checked on whole networks
+(left at ``l = 0``, full at ``l = 1``: no psi before the layer) and on slices with psi on every
+layer (left at ``l >= 1``, full at ``l >= 2``), with ``W_l`` of shapes :data:`LEFT_SIZES` and
+:data:`FULL_CASES` (rectangular ``L`` included). A square ``4 x 4`` ``W_l`` is not checked: its
+exact expansion takes minutes; width 4 is covered by the ``4 x 2`` and ``2 x 4`` shapes.
+
+Example::
+
+    >>> from proofs import diagonalisation
+    >>> diagonalisation.factor_identity().is_zero_matrix
+    True
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ._symbolic import (
+    Perceptron,
+    cayley,
+    entries,
+    forward,
+    matrix,
+    reduce,
+    stack,
+    trace_residual,
+    vector,
+)
+
+__all__ = [
+    "FULL_CASES",
+    "LEFT_SIZES",
+    "factor_identity",
+    "full",
+    "left",
+    "svd_factors",
+]
+
+#: ``(rows, cols)`` of the diagonalised weight ``W_l`` in the left checks (with and without psi).
+LEFT_SIZES: tuple[tuple[int, int], ...] = ((2, 2), (3, 2), (2, 3), (3, 3), (4, 2), (2, 4))
+#: ``(rows, cols, with_psi)`` of the full checks (``4 x 2``: ``R`` a generic 4 x 4 rotation).
+FULL_CASES: tuple[tuple[int, int, bool], ...] = (
+    *(
+        (rows, cols, psi)
+        for rows, cols in ((2, 2), (3, 2), (2, 3), (3, 3))
+        for psi in (False, True)
+    ),
+    (4, 2, True),
+)
+
+#: Input width of the full-diagonalisation networks: ``z_{l-1} = U x + b + psi g_in`` is a
+#: generic vector already for a scalar ``x`` (``b``, ``psi`` free), and width 1 halves the cost.
+_IN = 1
+#: Output width of every network checked here.
+_OUT = 2
+
+
+def svd_factors(rows: int, cols: int) -> tuple[sp.MatrixBase, sp.Matrix, sp.MatrixBase]:
+    """Generic symbolic ``(R, L, Q)`` with ``W = R L Q^T``: Cayley ``R``, ``Q``; diagonal ``L``."""
+    sigma = vector("sigma", min(rows, cols))
+    diagonal = sp.zeros(rows, cols)
+    for i, s in enumerate(entries(sigma)):
+        diagonal[i, i] = s
+    return cayley(rows, "r"), diagonal, cayley(cols, "q")
+
+
+def factor_identity() -> sp.Matrix:
+    """``R^T (R L Q^T) - L Q^T = 0`` and ``R^T (R L Q^T) Q - L = 0`` for every size checked."""
+    parts: list[sp.Matrix] = []
+    for rows, cols in sorted({*LEFT_SIZES, *((r, c) for r, c, _ in FULL_CASES)}):
+        r, diagonal, q = svd_factors(rows, cols)
+        w = r * diagonal * q.T
+        parts += [reduce(r.T * w - diagonal * q.T), reduce(r.T * w * q - diagonal)]
+    return stack(*parts)
+
+
+def _left_residual(rows: int, cols: int, with_psi: bool) -> sp.Matrix:
+    r, diagonal, q = svd_factors(rows, cols)
+    x = vector("a", cols)
+    g_prev = sp.Symbol("g_prev", real=True) if with_psi else None
+    psi = vector("psi", rows) if with_psi else None
+    net = Perceptron(
+        weights=(r * diagonal * q.T, matrix("V", _OUT, rows)),
+        biases=(vector("b", rows), vector("c", _OUT)),
+        psis=(psi, vector("phi", _OUT) if with_psi else None),
+        lengths=(sp.Symbol("o", positive=True),),
+    )
+    new = net.with_layers(
+        weights={0: diagonal * q.T, 1: net.weights[1] * r},
+        biases={0: r.T * net.biases[0]},
+        psis={0: None if psi is None else r.T * psi},
+    )
+    return trace_residual(forward(x, net, g_prev), forward(x, new, g_prev))
+
+
+def left() -> sp.Matrix:
+    """Left diagonalisation is exact: first layer (no psi) and a slice with psi, all sizes."""
+    return stack(
+        *[
+            _left_residual(rows, cols, with_psi)
+            for rows, cols in LEFT_SIZES
+            for with_psi in (False, True)
+        ]
+    )
+
+
+def _full_residual(rows: int, cols: int, with_psi: bool) -> sp.Matrix:
+    r, diagonal, q = svd_factors(rows, cols)
+    x = vector("x", _IN)
+    g_in = sp.Symbol("g_in", real=True) if with_psi else None
+    psi_before = vector("psi", cols) if with_psi else None
+    psi = vector("chi", rows)
+    net = Perceptron(
+        weights=(matrix("U", cols, _IN), r * diagonal * q.T, matrix("V", _OUT, rows)),
+        biases=(vector("b", cols), vector("c", rows), vector("d", _OUT)),
+        psis=(psi_before, psi, vector("phi", _OUT)),
+        lengths=(sp.Symbol("o0", positive=True), sp.Symbol("o1", positive=True)),
+    )
+    new = net.with_layers(
+        weights={0: q.T * net.weights[0], 1: diagonal, 2: net.weights[2] * r},
+        biases={0: q.T * net.biases[0], 1: r.T * net.biases[1]},
+        psis={0: None if psi_before is None else q.T * psi_before, 1: r.T * psi},
+    )
+    return trace_residual(forward(x, net, g_in), forward(x, new, g_in))
+
+
+def full() -> sp.Matrix:
+    """Full diagonalisation is exact: ``l = 1`` of a network and a psi slice (``l >= 2``)."""
+    return stack(*[_full_residual(rows, cols, with_psi) for rows, cols, with_psi in FULL_CASES])

@@ -1,0 +1,117 @@
+"""§2 generalised perceptron: the class with intrinsic lengths and psi terms is nested.
+
+Let ``P(n)`` be the generalised isotropic perceptrons (§2) whose hidden layer ``l`` has width
+``n``. Then, with the same network function ``F``:
+
+- growth (§5): every member of ``P(n)`` equals a member of ``P(n + 1)`` (zero row, bias and psi
+  entry; any outgoing column); growing and then removing the new neuron (``b* = 0``) returns
+  the original parameters;
+- degeneration (§4): every member of ``P(n)`` whose last neuron has ``sigma = 0`` and a zero
+  psi entry equals a member of ``P(n - 1)`` (``o <- o + b*^2``, ``psi_{l+1} <- psi + W* b*``);
+- the plain isotropic MLP ``z_l = W_l a_{l-1} + b_l``, ``a_l = g(|z_l|) z_l`` is the member with
+  every ``o_l = 0`` and ``psi_l = 0``. It is not closed under degeneration by itself (the
+  update makes ``o = b*^2 > 0``), which is why the class carries ``o`` and ``psi``.
+
+Checked on whole networks of widths ``[2, 2, n, 2]`` (two activations, psi on both later
+layers, every entry symbolic), ``n = 2, 3, 4``, resizing the second hidden layer.
+
+Example::
+
+    >>> from proofs import nested_class
+    >>> nested_class.plain_member().is_zero_matrix
+    True
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import sympy as sp
+
+from ._symbolic import (
+    Perceptron,
+    Residual,
+    forward,
+    g,
+    matrix,
+    radial_length,
+    reduce,
+    stack,
+    trace_residual,
+    vector,
+)
+from .neurodegeneration import degenerate, silence
+from .neurogenesis import grow
+
+__all__ = ["SIZES", "degeneration", "growth", "network", "plain_member", "plain_mlp"]
+
+#: Widths of the resized hidden layer.
+SIZES: tuple[int, ...] = (2, 3, 4)
+
+_LAYER = 1  # the resized hidden layer: output of W_1, which has a psi term
+
+
+def network(widths: tuple[int, ...]) -> tuple[sp.Matrix, Perceptron]:
+    """``(x, net)``: a generalised perceptron of the given widths, every entry symbolic.
+
+    Layer ``l`` has ``W_l``, ``b_l``, ``psi_l`` (for ``l >= 1``) and ``o_l > 0`` (hidden only).
+    """
+    depth = len(widths) - 1
+    return vector("x", widths[0]), Perceptron(
+        weights=tuple(matrix(f"W{l}_", widths[l + 1], widths[l]) for l in range(depth)),
+        biases=tuple(vector(f"b{l}_", widths[l + 1]) for l in range(depth)),
+        psis=(None, *[vector(f"psi{l}_", widths[l + 1]) for l in range(1, depth)]),
+        lengths=tuple(sp.Symbol(f"o{l}", positive=True) for l in range(depth - 1)),
+    )
+
+
+def growth() -> sp.Matrix:
+    """``P(n) -> P(n + 1)`` keeps ``F`` (``n = 2, 3, 4``); grow-then-remove is the identity."""
+    parts: list[sp.Matrix] = []
+    for n in SIZES:
+        x, net = network((2, 2, n, 2))
+        grown = grow(net, _LAYER, vector("w_new", 2))
+        parts.append(trace_residual(forward(x, net), forward(x, grown)))
+        back = degenerate(grown, _LAYER, 1)
+        parts.append(
+            stack(
+                *[
+                    reduce(cast(Residual, new) - cast(Residual, old))
+                    for new, old in zip(
+                        (*back.weights, *back.biases, *back.psis[1:], *back.lengths),
+                        (*net.weights, *net.biases, *net.psis[1:], *net.lengths),
+                        strict=True,
+                    )
+                ]
+            )
+        )
+    return stack(*parts)
+
+
+def degeneration() -> sp.Matrix:
+    """``P(n) -> P(n - 1)`` keeps ``F`` when the removed neuron has ``sigma = 0``, ``psi* = 0``."""
+    parts: list[sp.Matrix] = []
+    for n in SIZES:
+        x, net = network((2, 2, n, 2))
+        net = silence(net, _LAYER, 1)
+        parts.append(trace_residual(forward(x, net), forward(x, degenerate(net, _LAYER, 1))))
+    return stack(*parts)
+
+
+def plain_mlp(x: sp.MatrixBase, weights: tuple[sp.MatrixBase, ...], biases: tuple) -> sp.Matrix:
+    """The plain isotropic MLP, written independently: ``a_l = g(|z_l|) z_l``, no o, no psi."""
+    a = sp.Matrix(x)
+    for w, b in zip(weights[:-1], biases[:-1], strict=True):
+        z = w * a + b
+        a = g(radial_length(z, sp.S.Zero)) * z
+    return weights[-1] * a + biases[-1]
+
+
+def plain_member() -> sp.Matrix:
+    """The generalised perceptron with all ``o_l = 0`` and ``psi_l = 0`` is the plain MLP."""
+    x, net = network((2, 3, 3, 2))
+    plain = net.with_layers(
+        psis={l: sp.zeros(w.rows, 1) for l, w in enumerate(net.weights) if l >= 1},
+        lengths=dict.fromkeys(range(len(net.lengths)), sp.S.Zero),
+    )
+    return reduce(forward(x, plain).output - plain_mlp(x, net.weights, net.biases))

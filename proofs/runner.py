@@ -1,0 +1,195 @@
+"""Run the registered claims and controls; the ``python -m proofs`` command line.
+
+``run()`` evaluates every claim (or the ones named) under a per-claim time limit and returns a
+:class:`~proofs.report.Report`. A claim *holds* iff its residual is identically zero (see
+:func:`proofs._symbolic.is_zero`); a control must be *refuted*: its residual must contain a
+closed number of absolute value above ``1e-6`` (a control that merely fails to simplify is
+``undecided`` and fails the run, as does a control that times out).
+
+The time limit uses ``SIGALRM`` (Unix, main thread only; elsewhere claims run without one). An
+enclosing alarm (e.g. pytest-timeout's) is kept: the earlier deadline wins and the outer alarm
+is re-armed afterwards.
+
+Command line::
+
+    python -m proofs [--json PATH] [--junit PATH] [--only ID ...] [--timeout SECONDS] [--list]
+
+Exit status 0 iff every claim holds and every control is refuted; 1 otherwise; 2 on usage
+errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+import sympy as sp
+
+from . import registry
+from ._symbolic import Residual, entries, is_zero, nonzero_number
+from .registry import Claim
+from .report import Report, Result, shorten_residual, write_atomic
+
+__all__ = ["DEFAULT_TIMEOUT", "ClaimTimeout", "evaluate", "main", "run", "time_limit"]
+
+#: Seconds allowed per claim by default.
+DEFAULT_TIMEOUT = 60.0
+
+
+class ClaimTimeout(Exception):
+    """Raised inside a claim's check when its time limit expires."""
+
+
+def _alarm_available() -> bool:
+    return hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`ClaimTimeout` in the block after ``seconds`` (``None`` or <= 0: no limit)."""
+    if seconds is None or seconds <= 0 or not _alarm_available():
+        yield
+        return
+    start = time.monotonic()
+    previous_handler = signal.getsignal(signal.SIGALRM)
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    outer_first = 0 < outer_delay < seconds
+    delivered: list[bool] = []
+
+    def _on_alarm(signum: int, frame: FrameType | None) -> None:
+        if outer_first and callable(previous_handler):
+            delivered.append(True)
+            previous_handler(signum, frame)  # the enclosing deadline came first
+        raise ClaimTimeout(f"timeout after {seconds:g}s")
+
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, outer_delay if outer_first else seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if outer_delay > 0 and not delivered:
+            remaining = max(outer_delay - (time.monotonic() - start), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, remaining, outer_interval)
+
+
+def format_residual(residual: Residual) -> str:
+    """``"0"`` for a zero residual, else its non-zero entries (numbers to 8 digits)."""
+    values = entries(residual)
+    nonzero = [e for e in values if e != 0]
+    if not nonzero:
+        return "0"
+    shown = [str(sp.N(e, 8)) if e.is_Number else str(e) for e in nonzero]
+    prefix = f"{len(nonzero)}/{len(values)} non-zero: " if len(values) > 1 else ""
+    return shorten_residual(prefix + "; ".join(shown))
+
+
+def evaluate(claim: Claim, timeout: float | None = DEFAULT_TIMEOUT) -> Result:
+    """Run one claim's check under the time limit and classify the residual."""
+    start = time.perf_counter()
+    try:
+        with time_limit(timeout):
+            residual = claim.check()
+            holds = is_zero(residual)
+            refuted = not holds and claim.kind == "control" and nonzero_number(residual)
+            text = format_residual(residual)
+        if claim.kind == "claim":
+            status = "proved" if holds else "not proved"
+        else:
+            status = "holds" if holds else "refuted" if refuted else "undecided"
+    except ClaimTimeout as exc:
+        holds, status, text = False, "timeout", str(exc)
+    except Exception as exc:  # a crashing check is reported, never silently passed
+        holds, status, text = False, "error", shorten_residual(f"{type(exc).__name__}: {exc}")
+    return Result(
+        id=claim.id,
+        statement=claim.statement,
+        section=claim.section,
+        kind=claim.kind,
+        holds=holds,
+        residual=text,
+        seconds=time.perf_counter() - start,
+        status=status,
+    )
+
+
+def _select(ids: Sequence[str] | None) -> tuple[Claim, ...]:
+    if ids is None:
+        return registry.claims()
+    by_id = {c.id: c for c in registry.claims()}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise KeyError(f"unknown claim id(s): {', '.join(unknown)}")
+    return tuple(by_id[i] for i in dict.fromkeys(ids))
+
+
+def run(ids: Sequence[str] | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Report:
+    """Evaluate the claims named by ``ids`` (all when ``None``), in registry order."""
+    selected = _select(ids)
+    start = time.perf_counter()
+    results = tuple(evaluate(claim, timeout) for claim in selected)
+    return Report(results=results, seconds=time.perf_counter() - start)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the runner's options to ``parser`` (shared by ``python -m proofs`` and
+    ``isoproof prove``)."""
+    parser.add_argument("--json", metavar="PATH", help="write the JSON report to PATH")
+    parser.add_argument("--junit", metavar="PATH", help="write JUnit XML to PATH")
+    parser.add_argument(
+        "--only",
+        metavar="ID",
+        action="append",
+        help="run only this claim id (repeatable; see --list)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"time limit per claim, 0 for none (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument("--list", action="store_true", help="list the claim ids and exit")
+    return parser
+
+
+def _parser(prog: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m proofs",
+        description="Check the SymPy proofs of the isotropic method's invariances "
+        "(exit 0 iff every claim holds and every negative control is refuted).",
+    )
+    return add_arguments(parser)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Command-line entry point; returns the exit status (see the module docstring)."""
+    return run_from_args(_parser(prog).parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the claims selected by parsed :func:`add_arguments` options; returns the exit status."""
+    if args.list:
+        for claim in registry.claims():
+            print(f"{claim.id:<36} {claim.kind:<8} {claim.section:<26} {claim.statement}")
+        return 0
+    try:
+        report = run(args.only, args.timeout)
+    except KeyError as exc:
+        print(f"{parser.prog}: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.json:
+        write_atomic(args.json, report.to_json())
+        print(f"wrote {args.json}")
+    if args.junit:
+        write_atomic(args.junit, report.to_junit())
+        print(f"wrote {args.junit}")
+    return 0 if report.ok else 1

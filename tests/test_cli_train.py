@@ -1,0 +1,110 @@
+"""CLI: train, resize, spectra and experiment commands (in-process), and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import isoproof as ip
+from isoproof.cli import main
+from isoproof.experiments.common import single_thread
+
+
+@pytest.fixture(scope="module", autouse=True)
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as mp, single_thread():
+        mp.setenv("ISOPROOF_CACHE", str(tmp_path_factory.getbasetemp() / "isoproof-cache"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("cli")
+    path = folder / "m.safetensors"
+    args = ["train", "--data", "digits", "--widths", "64,12,12,10", "--epochs", "2"]
+    args += ["--adapt", "3,0.99", "--history", str(folder / "h.json"), "--quiet", "-o", str(path)]
+    assert main(args) == 0
+    return path
+
+
+def _status(args: list[str]) -> int:
+    """main()'s return value, or the status of argparse's SystemExit (usage errors)."""
+    try:
+        return main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def _error(capsys, args: list[str]) -> str:
+    assert _status(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_train_saves_model_and_history(trained):
+    model = ip.load(trained)
+    history = json.loads((trained.parent / "h.json").read_text())
+    assert model.widths == history["widths"][-1] and len(history["epoch"]) == 3
+    assert history["widths"][0] == [64, 12, 12, 10] != model.widths  # the buffer resized it
+    assert history["settings"]["adapt"]["buffer"] == 3
+    assert history["test_accuracy"][-1] > 0.3
+
+
+def test_train_reports_bad_arguments(capsys, tmp_path):
+    out = str(tmp_path / "x.safetensors")
+    base = ["train", "--epochs", "1", "-o", out]
+    err = _error(capsys, [*base, "--data", "digits", "--widths", "40,8,10"])
+    assert "expected --widths to start with 64 and end with 10" in err
+    err = _error(capsys, [*base, "--data", "cifar10:" + str(tmp_path), "--widths", "3072,8,10"])
+    assert "data_batch_1" in err and "test_batch" in err
+    assert "expected 'digits'" in _error(capsys, [*base, "--data", "mnist", "--widths", "4,2"])
+    err = _error(capsys, [*base, "--data", "digits", "--widths", "64,8,10", "--adapt", "5"])
+    assert "K,THETA" in err
+    assert "comma-separated" in _error(capsys, [*base, "--data", "digits", "--widths", "a,b"])
+    err = _error(capsys, [*base[:1], "--epochs", "0", "-o", out, "--data", "digits",
+                          "--widths", "64,8,10"])  # fmt: skip
+    assert "--epochs >= 1" in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_resize_operations(trained, tmp_path, capsys):
+    before = ip.load(trained)
+    out = tmp_path / "g.safetensors"
+    assert main(["resize", str(trained), "--grow", "1:2", "-o", str(out)]) == 0
+    assert ip.load(out).widths[2] == before.widths[2] + 2
+    assert main(["resize", str(trained), "--sparsify", "--data", "digits", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "sparsify" in text and "test accuracy (digits)" in text
+    assert ip.load(out).diagonal_layers == [1]
+    assert main(["resize", str(trained), "--prune-below", "0.99", "-o", str(out)]) == 0
+    pruned = ip.load(out)
+    assert sum(pruned.widths) < sum(before.widths)
+
+
+def test_resize_reports_bad_arguments(trained, tmp_path, capsys):
+    out = str(tmp_path / "r.safetensors")
+    assert "LAYER:N" in _error(capsys, ["resize", str(trained), "--grow", "x", "-o", out])
+    assert "expected layer in" in _error(
+        capsys, ["resize", str(trained), "--grow", "9:1", "-o", out]
+    )
+    assert "not found" in _error(capsys, ["resize", str(tmp_path / "no"), "--sparsify", "-o", out])
+    assert "one of the arguments" in _error(capsys, ["resize", str(trained), "-o", out])
+    assert "would remove all" in _error(
+        capsys, ["resize", str(trained), "--prune-below", "100", "-o", out]
+    )
+
+
+def test_spectra_writes_png(trained, tmp_path, capsys):
+    png = tmp_path / "s.png"
+    assert main(["spectra", str(trained), "--threshold", "0.99", "-o", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert out.count("map ") == 3 and "<= 0.99" in out
+
+
+def test_experiment_command(tmp_path, capsys):
+    assert main(["experiment", "spectra", "--quick", "--quiet", "--out", str(tmp_path)]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"spectra.md", "spectra.json", "spectra.png"}
+    assert "invalid choice" in _error(capsys, ["experiment", "nope"])
