@@ -183,7 +183,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         report = run(args.only, args.timeout)
     except KeyError as exc:
-        print(f"{parser.prog}: error: {exc.args[0]}", file=sys.stderr)
+        print(f"proofs: error: {exc.args[0]}", file=sys.stderr)
         return 2
     print(report.table())
     if args.json:
