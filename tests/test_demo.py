@@ -1,0 +1,30 @@
+"""The demo's machinery (quick settings): every stage's invariant holds and every file exists."""
+
+from __future__ import annotations
+
+import json
+
+from isoproof.cli import main as cli
+from isoproof.demo import run_demo
+
+
+def test_demo_quick(tmp_path, capsys):
+    summary = run_demo(tmp_path, epochs=2, prove=False, latency_runs=5)
+    for _op, _widths, _params, _hidden, change in summary["exact_surgery"]:
+        assert change <= 1e-13  # float64: exact up to rounding
+    sparsify_row = summary["exact_surgery"][-1]
+    assert sparsify_row[3] < 0.45 * summary["exact_surgery"][0][3]  # hidden weights roughly halved
+    assert summary["reload_identical"] and summary["onnx"]["ok"]
+    assert summary["onnx"]["max_abs"] <= 1e-5
+    assert summary["function_change"]["sparsify"] <= 1e-4
+    assert summary["params"]["final"] <= summary["params"]["trained"]
+    for path in summary["files"]:
+        assert (tmp_path / path.split("/")[-1]).is_file(), path
+    assert json.loads((tmp_path / "summary.json").read_text())["reload_identical"] is True
+    out = capsys.readouterr().out
+    assert "ONNX parity" in out and "[6/6]" in out
+
+
+def test_demo_cli_rejects_bad_epochs(capsys):
+    assert cli(["demo", "--epochs", "0", "--no-prove"]) == 2
+    assert "expected --epochs >= 1" in capsys.readouterr().err
