@@ -27,6 +27,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .receipt import Receipt
@@ -57,6 +59,20 @@ def _full(s: Surgery, layer: int) -> torch.Tensor:
     return S
 
 
+def _single(
+    op: str,
+    step: Callable[[Surgery, int], torch.Tensor],
+    model: object,
+    layer: int,
+    lo: int,
+    optimizer: torch.optim.Optimizer | None,
+    probe: torch.Tensor | None,
+) -> Receipt:
+    s = Surgery(model, optimizer)
+    layer = s.check_hidden(layer, lo=lo)
+    return s.commit(op, layer, singular_values=step(s, layer), probe=probe)
+
+
 def left_diagonalise(
     model: object,
     layer: int,
@@ -65,10 +81,7 @@ def left_diagonalise(
     probe: torch.Tensor | None = None,
 ) -> Receipt:
     """Rotate hidden layer ``layer`` (``0 <= layer <= L-2``) into its singular basis, in place."""
-    s = Surgery(model, optimizer)
-    layer = s.check_hidden(layer)
-    S = _left(s, layer)
-    return s.commit("left_diagonalise", layer, singular_values=S, probe=probe)
+    return _single("left_diagonalise", _left, model, layer, 0, optimizer, probe)
 
 
 def full_diagonalise(
@@ -79,10 +92,7 @@ def full_diagonalise(
     probe: torch.Tensor | None = None,
 ) -> Receipt:
     """Make ``linears[layer]`` (``1 <= layer <= L-2``) diagonal, in place."""
-    s = Surgery(model, optimizer)
-    layer = s.check_hidden(layer, lo=1)
-    S = _full(s, layer)
-    return s.commit("full_diagonalise", layer, singular_values=S, probe=probe)
+    return _single("full_diagonalise", _full, model, layer, 1, optimizer, probe)
 
 
 def sparsify(

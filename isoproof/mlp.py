@@ -40,7 +40,7 @@ from .exceptions import IsoproofError, WidthError
 from .psi import PsiMode, PsiVectors
 from .radial import Radial, get_radial
 
-__all__ = ["INIT_MODES", "IsotropicMLP", "count_parameters"]
+__all__ = ["INIT_MODES", "IsotropicMLP", "count_parameters", "initialise_linear"]
 
 INIT_MODES: tuple[str, ...] = ("orthogonal", "kaiming")
 Init = Literal["orthogonal", "kaiming"]
@@ -107,15 +107,8 @@ class IsotropicMLP(nn.Module):
 
     # ----------------------------------------------------------------- construction
     def _init_weights(self, init: Init, generator: torch.Generator | None) -> None:
-        with torch.no_grad():
-            for lin in self.linears:
-                if init == "orthogonal":
-                    nn.init.orthogonal_(lin.weight, generator=generator)
-                    lin.bias.zero_()
-                else:
-                    nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
-                    bound = 1 / math.sqrt(lin.in_features)
-                    nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
+        for lin in self.linears:
+            initialise_linear(lin, init, generator=generator)
 
     @property
     def intrinsic_length(self) -> IntrinsicLength:
@@ -235,6 +228,24 @@ class IsotropicMLP(nn.Module):
             f"widths={self.widths}, radial={self.radial.spec!r}, "
             f"intrinsic_length={self.intrinsic_length!r}, psi={self.psi_mode!r}"
         )
+
+
+def initialise_linear(
+    lin: nn.Linear, init: str = "orthogonal", *, generator: torch.Generator | None = None
+) -> nn.Linear:
+    """``"orthogonal"`` (the paper: orthogonal weight, zero bias) or ``"kaiming"`` (PyTorch's
+    ``nn.Linear`` default), in place."""
+    if init not in INIT_MODES:
+        raise IsoproofError(f"expected init in {INIT_MODES}, got {init!r}")
+    with torch.no_grad():
+        if init == "orthogonal":
+            nn.init.orthogonal_(lin.weight, generator=generator)
+            lin.bias.zero_()
+        else:
+            nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(lin.in_features)
+            nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
+    return lin
 
 
 def count_parameters(model: IsotropicMLP, *, hidden_only: bool = False) -> int:

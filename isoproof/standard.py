@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 from .exceptions import IsoproofError
-from .mlp import INIT_MODES, IsotropicMLP, _check_widths
+from .mlp import INIT_MODES, IsotropicMLP, _check_widths, initialise_linear
 from .surgery import check_model
 
 __all__ = ["ACTIVATIONS", "linear_layers", "paired_standard", "standard_mlp"]
@@ -75,15 +74,7 @@ def standard_mlp(
     layers: list[nn.Module] = []
     for i in range(len(widths) - 1):
         lin = nn.Linear(widths[i], widths[i + 1], **factory)
-        with torch.no_grad():
-            if init == "orthogonal":
-                nn.init.orthogonal_(lin.weight, generator=generator)
-                lin.bias.zero_()
-            else:
-                nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
-                bound = 1 / math.sqrt(lin.in_features)
-                nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
-        layers.append(lin)
+        layers.append(initialise_linear(lin, init, generator=generator))
         if i < len(widths) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)

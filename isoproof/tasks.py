@@ -47,6 +47,23 @@ def _shrink_check(width: int, n: int, what: str) -> None:
         raise WidthError(f"expected to remove at most {width - 1} of the {width} {what}, got n={n}")
 
 
+def _resize_outputs(
+    op: str,
+    model: object,
+    delta: int,
+    optimizer: torch.optim.Optimizer | None,
+    probe: torch.Tensor | None,
+) -> Receipt:
+    """Append (``delta > 0``) or drop (``delta < 0``) the last outputs: a change of basis of the
+    output space; the kept outputs are exactly unchanged."""
+    s = Surgery(model, optimizer)
+    nL = s.widths[-1]
+    if delta < 0:
+        _shrink_check(nL, -delta, "outputs")
+    s.change_basis(s.num_layers - 1, _embedding(nL, nL + delta))
+    return s.commit(op, None, probe=probe)
+
+
 def add_inputs(
     model: object,
     n: int,
@@ -105,11 +122,7 @@ def add_outputs(
     probe: torch.Tensor | None = None,
 ) -> Receipt:
     """Append ``n`` outputs (zero rows, bias, psi entries); existing outputs exactly unchanged."""
-    s = Surgery(model, optimizer)
-    n = check_count(n)
-    nL = s.widths[-1]
-    s.change_basis(s.num_layers - 1, _embedding(nL, nL + n))
-    return s.commit("add_outputs", None, probe=probe)
+    return _resize_outputs("add_outputs", model, check_count(n), optimizer, probe)
 
 
 def remove_outputs(
@@ -120,9 +133,4 @@ def remove_outputs(
     probe: torch.Tensor | None = None,
 ) -> Receipt:
     """Remove the last ``n`` outputs; the remaining outputs are exactly unchanged."""
-    s = Surgery(model, optimizer)
-    n = check_count(n)
-    nL = s.widths[-1]
-    _shrink_check(nL, n, "outputs")
-    s.change_basis(s.num_layers - 1, _embedding(nL, nL - n))
-    return s.commit("remove_outputs", None, probe=probe)
+    return _resize_outputs("remove_outputs", model, -check_count(n), optimizer, probe)

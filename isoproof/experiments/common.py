@@ -150,3 +150,11 @@ class Timer:
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
         self.cpu_seconds = time.process_time() - self.cpu_start
+
+    def stamp(self) -> dict[str, Any]:
+        """The payload fields every experiment records: wall and CPU seconds, environment."""
+        return {
+            "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "environment": environment(),
+        }

@@ -31,7 +31,7 @@ from ..growth import grow
 from ..mlp import IsotropicMLP
 from ..table import markdown_table
 from ..train import evaluate, fit
-from .common import Result, Timer, environment, load_data
+from .common import Result, Timer, load_data
 from .plotting import figure, save_figure
 
 __all__ = ["MODES", "NAME", "OPS", "TITLE", "output_change_metrics", "run"]
@@ -174,9 +174,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
         "modes": {k: {"intrinsic_length": o, "psi": p} for k, (o, p) in MODES.items()},
         "accuracy": accuracy,
         "rows": rows,
-        "seconds": timer.seconds,
-        "cpu_seconds": timer.cpu_seconds,
-        "environment": environment(),
+        **timer.stamp(),
     }
     return Result(NAME, TITLE, "\n".join(lines), data_out, figures)
 

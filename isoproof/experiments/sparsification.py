@@ -19,7 +19,7 @@ from ..diagonalise import sparsify
 from ..mlp import IsotropicMLP
 from ..table import markdown_table
 from ..train import evaluate, fit
-from .common import Result, Timer, environment, load_data
+from .common import Result, Timer, load_data
 from .plotting import figure, save_figure
 
 __all__ = ["NAME", "TITLE", "run"]
@@ -120,9 +120,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
         "seed": seed,
         "settings": {"width": width, "epochs": epochs, "depths": list(DEPTHS)},
         "rows": rows,
-        "seconds": timer.seconds,
-        "cpu_seconds": timer.cpu_seconds,
-        "environment": environment(),
+        **timer.stamp(),
     }
     return Result(NAME, TITLE, text, payload, figures)
 

@@ -22,7 +22,7 @@ from ..mlp import IsotropicMLP
 from ..standard import paired_standard
 from ..table import markdown_table
 from ..train import History, fit
-from .common import Result, Timer, environment, load_data
+from .common import Result, Timer, load_data
 from .plotting import figure, ridge, save_figure
 
 __all__ = ["NAME", "TITLE", "run"]
@@ -102,9 +102,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
         "rows": rows,
         "singular_values": {k: h.singular_values for k, h in histories.items()},
         "test_accuracy": {k: h.test_accuracy for k, h in histories.items()},
-        "seconds": timer.seconds,
-        "cpu_seconds": timer.cpu_seconds,
-        "environment": environment(),
+        **timer.stamp(),
     }
     return Result(NAME, TITLE, text, payload, figures)
 

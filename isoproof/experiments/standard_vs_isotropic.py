@@ -31,7 +31,7 @@ from ..mlp import IsotropicMLP
 from ..standard import paired_standard, standard_mlp
 from ..table import markdown_table
 from ..train import fit
-from .common import Result, Timer, environment, load_data
+from .common import Result, Timer, load_data
 from .plotting import figure, save_figure
 
 __all__ = ["NAME", "TITLE", "run"]
@@ -142,9 +142,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
         "summary": summary,
         "rows": rows,
         "curves": curves,
-        "seconds": timer.seconds,
-        "cpu_seconds": timer.cpu_seconds,
-        "environment": environment(),
+        **timer.stamp(),
     }
     return Result(NAME, TITLE, text, payload, figures)
 

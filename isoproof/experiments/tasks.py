@@ -23,7 +23,7 @@ from ..data import multitask
 from ..mlp import IsotropicMLP
 from ..table import markdown_table
 from ..train import AdaptSchedule, History, fit
-from .common import Result, Timer, environment, load_data
+from .common import Result, Timer, load_data
 from .plotting import figure, save_figure, shade_phases
 
 __all__ = ["NAME", "PHASES", "TITLE", "run"]
@@ -131,9 +131,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
         "settings": {**cfg, "widths": widths, "phases": [list(p) for p in PHASES]},
         "rows": rows,
         "histories": {k: h.to_dict() for k, h in histories.items()},
-        "seconds": timer.seconds,
-        "cpu_seconds": timer.cpu_seconds,
-        "environment": environment(),
+        **timer.stamp(),
     }
     return Result(NAME, TITLE, text, payload, figures)
 
