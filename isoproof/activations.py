@@ -13,12 +13,12 @@ Shapes: ``z`` is ``[..., n]`` with ``dim=-1`` (MLPs) or ``[B, C, H, W]`` with ``
 (convolutions: the norm runs over channels at each pixel); ``g`` keeps the reduced axis with size 1.
 
 Numerics. The ``eps`` clamp makes ``f`` and its gradient finite at ``z = 0`` (it is exact to
-``O(eps^2)``: ``g`` is evaluated at ``N = eps`` instead of ``N -> 0``). The norm is computed in
-float64 (float32 for float16 inputs) after dividing by ``m = max(max_i |z_i|, 1)`` (``m`` held
-constant for autograd, which is exact since the value does not depend on ``m``), so neither
-``|z|^2`` nor ``N`` can overflow, even for inputs near the dtype's largest finite value. Inside
-:func:`export_mode` the plain form
-``(z * z) @ ones`` is used instead: it exports to ``Mul`` + ``MatMul``, which every ONNX execution
+``O(eps^2)``: ``g`` is evaluated at ``N = eps`` instead of ``N -> 0``). The norm is computed
+after dividing by ``m = max(max_i |z_i|, 1)`` (``m`` held constant for autograd, which is exact
+since the value does not depend on ``m``), in float32 at least and in float64 when
+``max|z| >= 1e30``, so neither ``|z|^2`` nor ``N`` can overflow, even for inputs near the dtype's
+largest finite value. Inside :func:`export_mode` the plain form ``(z * z) @ ones`` is used
+instead: it exports to ``Mul`` + ``MatMul``, which every ONNX execution
 provider supports.
 
 Example (the invariant, checked)::
@@ -141,16 +141,19 @@ class IsotropicActivation(nn.Module):
     def norm(self, z: torch.Tensor) -> torch.Tensor:
         """``N = sqrt(max(o + |z|^2, eps^2))`` with the reduced axis kept.
 
-        Computed in float64 (float32 for float16 inputs), after scaling by ``max|z|``, so neither
-        ``|z|^2`` nor ``N`` can overflow; in :func:`export_mode`, in ``z``'s dtype (plain form).
+        Computed after scaling by ``m = max|z|``, in float32 at least and in float64 when ``N``
+        could exceed float32's range, so neither ``|z|^2`` nor ``N`` can overflow; in
+        :func:`export_mode`, in ``z``'s dtype (plain form).
         """
         if self.plain:
             o = self.o.to(device=z.device, dtype=z.dtype)
             return torch.sqrt(torch.clamp_min(o + _sum_of_squares(z, self.dim), self.eps**2))
-        zz = z.to(_accumulator(z.dtype))
-        o = self.o.to(device=z.device, dtype=zz.dtype)
         # m is a constant for autograd: N does not depend on it, so the gradient stays exact.
-        m = zz.detach().abs().amax(dim=self.dim, keepdim=True).clamp_min(1.0)
+        m = z.detach().abs().amax(dim=self.dim, keepdim=True)
+        acc = _accumulator(z.dtype, float(m.max()) if m.numel() else 0.0)
+        zz = z.to(acc)
+        o = self.o.to(device=z.device, dtype=acc)
+        m = m.to(acc).clamp_min(1.0)
         u = zz / m
         q = (u * u).sum(dim=self.dim, keepdim=True) + o / (m * m)
         return m * torch.sqrt(torch.clamp_min(q, (self.eps / m) ** 2))
@@ -177,9 +180,12 @@ class IsotropicActivation(nn.Module):
         )
 
 
-def _accumulator(dtype: torch.dtype) -> torch.dtype:
-    """float32 for float16 (its range squared fits), float64 otherwise (bfloat16/float32 do not)."""
-    return torch.float32 if dtype == torch.float16 else torch.float64
+def _accumulator(dtype: torch.dtype, largest: float) -> torch.dtype:
+    """float64 for float64 inputs and whenever ``N <= sqrt(n) * largest`` could overflow float32
+    (``largest >= 1e30``: only bfloat16/float32 inputs near their limit); float32 otherwise."""
+    if dtype == torch.float64 or not largest < 1e30:
+        return torch.float64
+    return torch.float32
 
 
 def _sum_of_squares(z: torch.Tensor, dim: int) -> torch.Tensor:
