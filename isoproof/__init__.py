@@ -26,6 +26,7 @@ from .activations import IsotropicActivation as IsotropicActivation
 from .activations import export_mode as export_mode
 from .degeneration import prune as prune
 from .degeneration import prune_below as prune_below
+from .degeneration import prune_dead as prune_dead
 from .diagonal import DiagonalLinear as DiagonalLinear
 from .diagonalise import full_diagonalise as full_diagonalise
 from .diagonalise import left_diagonalise as left_diagonalise
@@ -96,6 +97,7 @@ __all__ = [
     "ngc_compress",
     "prune",
     "prune_below",
+    "prune_dead",
     "remove_inputs",
     "remove_outputs",
     "rotate",

@@ -46,7 +46,7 @@ from .exceptions import IsoproofError, MissingGainError, WidthError
 from .receipt import Receipt
 from .surgery import Surgery
 
-__all__ = ["prune", "prune_below"]
+__all__ = ["dead_count", "gather_own_psi", "prune", "prune_below", "prune_dead"]
 
 Svd = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -56,6 +56,40 @@ def check_count(n: object, what: str = "n") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise WidthError(f"expected {what} to be an int >= 1, got {n!r}")
     return n
+
+
+def dead_count(S: torch.Tensor) -> int:
+    """Neurons with ``sigma = 0`` up to float64 rounding (``S`` descending, zero-padded)."""
+    tol = float(S.max()) * S.numel() * torch.finfo(torch.float64).eps if S.numel() else 0.0
+    return int(torch.le(S, tol).sum())
+
+
+def gather_own_psi(
+    s: Surgery, h: int, R: torch.Tensor, S: torch.Tensor
+) -> tuple[torch.Tensor, bool]:
+    """Rotate the ``sigma = 0`` neurons of layer ``h`` so one of them carries all their psi.
+
+    Any rotation inside the ``sigma = 0`` subspace leaves the SVD valid (those rows of
+    ``R^T W_h`` are zero), so a Householder reflection maps their own psi entries
+    ``p = R_0^T psi_{h-1}`` to ``|p| e_1``: the first ``sigma = 0`` neuron carries it and the
+    others have ``sigma = 0`` and ``psi* = 0``, i.e. they are exactly removable
+    (``proofs/neurodegeneration.py``). Returns the new ``R`` and whether a carrier was needed.
+    """
+    dead = dead_count(S)
+    if h == 0 or s.model.psi_mode == "none" or dead == 0:
+        return R, False
+    width = R.shape[1]
+    null = R[:, width - dead :]
+    p = null.T @ s.psi[h - 1]
+    norm = float(p.norm())
+    if norm == 0.0:
+        return R, False
+    if dead > 1:
+        v = p.clone()
+        v[0] += norm if float(p[0]) >= 0 else -norm  # Householder: p -> -+|p| e_1
+        house = torch.eye(dead, dtype=R.dtype, device=R.device) - 2 * torch.outer(v, v) / (v @ v)
+        R = torch.cat([R[:, : width - dead], null @ house], dim=1)
+    return R, True
 
 
 def remove_weakest(
@@ -68,11 +102,13 @@ def remove_weakest(
     input_norm: float | None = None,
     correct_o: bool = True,
     correct_psi: bool = True,
+    gather_psi: bool = True,
 ) -> tuple[torch.Tensor, float]:
     """Remove the ``n`` weakest neurons of hidden layer ``h`` from the workspace ``s``.
 
-    Returns ``(removed singular values, bound)``. ``correct_o``/``correct_psi`` exist only to
-    demonstrate the negative controls of the maths (both ``True`` in every public operation).
+    Returns ``(removed singular values, bound)``. ``correct_o``, ``correct_psi`` and
+    ``gather_psi`` exist only to demonstrate the negative controls of the maths (all ``True`` in
+    every public operation).
     """
     model = s.model
     width = s.widths[h + 1]
@@ -82,6 +118,8 @@ def remove_weakest(
             f"(a layer keeps at least one), got n={n}"
         )
     R, S, _ = s.svd(h) if svd is None else svd
+    if gather_psi:
+        R, _ = gather_own_psi(s, h, R, S)
     s.change_basis(h, R.T)  # left diagonalisation: the weakest neurons are the last rows
     keep = width - n
     removed = S[keep:].clone()
@@ -149,6 +187,54 @@ def prune(
     n = check_count(n)
     removed, bound = remove_weakest(s, h, n, probe=probe, input_norm=input_norm)
     return s.commit("prune", h, singular_values=removed, bound=bound, probe=probe)
+
+
+def prune_dead(
+    model: object,
+    layer: int | None = None,
+    *,
+    limit: int | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+) -> Receipt:
+    """Remove every neuron that carries nothing, exactly: ``sigma = 0`` and (after gathering, see
+    :func:`gather_own_psi`) no own psi entry, in place.
+
+    Such neurons exist whenever a layer is wider than the rank of its incoming map, e.g. wider
+    than its input, or after the previous layer was narrowed. ``layer=None`` sweeps every hidden
+    layer first to last, so that narrowing layer ``h`` exposes the dead neurons it creates in
+    layer ``h + 1`` within the same call; ``limit`` caps the removals per layer. One neuron per
+    layer stays when it must carry the gathered psi component, and every layer keeps at least
+    one neuron. The receipt's bound is at rounding level (the removal is exact in exact
+    arithmetic: ``proofs/neurodegeneration.py``).
+
+    Example::
+
+        >>> model = IsotropicMLP([3, 8, 8, 2], dtype=torch.float64)
+        >>> with torch.no_grad():
+        ...     _ = model.psi[0].normal_()
+        >>> x = torch.randn(16, 3, dtype=torch.float64)
+        >>> receipt = prune_dead(model, probe=x)
+        >>> model.widths, receipt.max_abs_change < 1e-12
+        ([3, 3, 4, 2], True)
+    """
+    if limit is not None:
+        limit = check_count(limit, "limit")
+    s = Surgery(model, optimizer)
+    layers = range(s.num_layers - 1) if layer is None else [s.check_hidden(layer)]
+    removed: list[float] = []
+    bound = 0.0
+    for h in layers:
+        R, S, Vh = s.svd(h)
+        R, carrier = gather_own_psi(s, h, R, S)
+        n = min(dead_count(S) - int(carrier), s.widths[h + 1] - 1)
+        if limit is not None:
+            n = min(n, limit)
+        if n > 0:
+            values, b = remove_weakest(s, h, n, svd=(R, S, Vh), probe=probe, gather_psi=False)
+            removed.extend(values.tolist())
+            bound += b
+    return s.commit("prune_dead", layer, singular_values=tuple(removed), bound=bound, probe=probe)
 
 
 def prune_below(

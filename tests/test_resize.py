@@ -291,3 +291,42 @@ def test_random_sequences_stay_within_tolerance_or_bound(widths, seed, ops, data
             assert r.max_abs_change <= 1e-11, r
         else:
             assert r.op == "prune" and r.max_abs_change <= r.bound * (1 + 1e-9) + 1e-12, r
+
+
+# ---------------------------------------------------------------- dead neurons
+def test_prune_dead_is_exact_and_keeps_one_psi_carrier():
+    model = make_model([6, 12, 12, 12, 3])  # every layer wider than the rank of its input map
+    ref = copy.deepcopy(model)
+    x = batch(6, 64)
+    r = ip.prune_dead(model, probe=x)
+    # layer 0: rank 6 -> 6 dead (no psi there); layer 1: 6 dead, one keeps the gathered psi;
+    # layer 2: now reads 7 neurons -> 5 dead, one carrier
+    assert model.widths == [6, 6, 7, 8, 3]
+    assert r.op == "prune_dead" and r.max_abs_change <= 1e-12 and r.bound <= 1e-9
+    assert_function_preserved(ref, model, x)
+    assert ip.prune_dead(model).widths_after == (6, 6, 7, 8, 3)  # nothing left to remove
+
+
+def test_gathering_psi_makes_pruning_dead_neurons_exact_and_its_absence_does_not():
+    x = batch(6, 64)
+    model = make_model([6, 12, 12, 12, 3])
+    ip.prune_dead(model, 0)
+    control = copy.deepcopy(model)
+    # prune gathers the sigma = 0 subspace's psi into one neuron first: five of six go exactly
+    assert ip.prune(model, 1, 5, probe=x).max_abs_change <= 1e-12
+    # negative control: without gathering, the same five neurons carry psi*: not exact
+    y0 = control(x).detach()
+    s = Surgery(control)
+    remove_weakest(s, 1, 5, gather_psi=False)
+    s.commit("prune", 1)
+    assert float((control(x) - y0).abs().max()) > 1e-4
+
+
+def test_prune_dead_limit_and_errors():
+    model = make_model([4, 9, 3])
+    r = ip.prune_dead(model, 0, limit=2)
+    assert model.widths == [4, 7, 3] and r.layer == 0
+    with pytest.raises(ip.WidthError, match="limit"):
+        ip.prune_dead(model, limit=0)
+    with pytest.raises(ip.LayerIndexError):
+        ip.prune_dead(model, 1)
