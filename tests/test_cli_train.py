@@ -8,14 +8,8 @@ import pytest
 
 import isoproof as ip
 from isoproof.cli import main
-from isoproof.experiments.common import single_thread
 
-
-@pytest.fixture(scope="module", autouse=True)
-def setup(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as mp, single_thread():
-        mp.setenv("ISOPROOF_CACHE", str(tmp_path_factory.getbasetemp() / "isoproof-cache"))
-        yield
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,10 @@ from torch import nn
 import isoproof as ip
 from isoproof.data import Dataset, load_digits, multitask
 from isoproof.exceptions import IsoproofError, NonFiniteError, NotIsotropicError, WidthError
-from isoproof.experiments.common import single_thread
 from isoproof.standard import linear_layers, paired_standard, standard_mlp
 from isoproof.train import AdaptSchedule, History, WidthSchedule, evaluate, fit, layer_spectra
 
-
-@pytest.fixture(scope="module", autouse=True)
-def setup(tmp_path_factory: pytest.TempPathFactory):
-    """Session cache folder and one torch thread (tiny matrices; the machine is shared)."""
-    with pytest.MonkeyPatch.context() as mp, single_thread():
-        mp.setenv("ISOPROOF_CACHE", str(tmp_path_factory.getbasetemp() / "isoproof-cache"))
-        yield
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import CliError
 
-__all__ = ["existing_file", "load_model", "parse_widths"]
+__all__ = ["existing_file", "load_model", "pair", "parse_widths"]
 
 
 def existing_file(value: str) -> Path:
@@ -16,6 +16,21 @@ def existing_file(value: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"expected an existing file, got {value!r} (not found)")
     return path
+
+
+def pair(first: type, second: type, sep: str, example: str, flag: str):
+    """argparse type for ``"A<sep>B"``, e.g. ``pair(int, float, ",", "5,0.95", "--adapt")``."""
+
+    def parse(value: str) -> tuple[object, object]:
+        try:
+            a, b = value.split(sep)
+            return first(a), second(b)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {flag} like {example}, got {value!r}"
+            ) from None
+
+    return parse
 
 
 def parse_widths(value: str) -> list[int]:

@@ -12,18 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import existing_file, load_model
-
-
-def parse_grow(value: str) -> tuple[int, int]:
-    """argparse type: ``"1:5"`` -> ``(1, 5)`` (hidden layer, number of neurons)."""
-    try:
-        layer, n = value.split(":")
-        return int(layer), int(n)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected --grow LAYER:N like 1:5, got {value!r}"
-        ) from None
+from ._common import existing_file, load_model, pair
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     op.add_argument(
         "--grow",
-        type=parse_grow,
+        type=pair(int, int, ":", "1:5", "--grow LAYER:N"),
         metavar="L:N",
         help="add N scaffold neurons to hidden layer L (exact)",
     )

@@ -11,18 +11,7 @@ from __future__ import annotations
 import argparse
 
 from . import CliError
-from ._common import parse_widths
-
-
-def parse_adapt(value: str) -> tuple[int, float]:
-    """argparse type: ``"5,0.95"`` -> ``(5, 0.95)`` (buffer K, threshold theta)."""
-    try:
-        k, theta = value.split(",")
-        return int(k), float(theta)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected --adapt K,THETA like 5,0.95, got {value!r}"
-        ) from None
+from ._common import pair, parse_widths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", required=True, type=int, help="number of epochs")
     p.add_argument(
         "--adapt",
-        type=parse_adapt,
+        type=pair(int, float, ",", "5,0.95", "--adapt K,THETA"),
         metavar="K,THETA",
         help="run the scaffold buffer after every epoch (paper: 5,0.95)",
     )
