@@ -52,20 +52,21 @@ def _max_change(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.detach().double() - b.detach().double()).abs().max())
 
 
-def _latency_ms(path: Path, x: np.ndarray, runs: int) -> float:
+def _latencies_ms(paths: dict[str, Path], x: np.ndarray, runs: int) -> dict[str, float]:
+    """Median ORT latency (one thread) of each file, measured in interleaved rounds so that load
+    changes on a shared machine hit every file alike."""
     from exporters.runtime import ort_session
 
-    session = ort_session(path, threads=1)
-    name = session.get_inputs()[0].name
-    feed = {name: x}
-    for _ in range(20):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    sessions = {name: ort_session(path, threads=1) for name, path in paths.items()}
+    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for i in range(runs + 20):
+        for name, session in sessions.items():
+            t0 = time.perf_counter()
+            session.run(None, feeds[name])
+            if i >= 20:  # warm-up rounds
+                times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def _exact_surgery() -> list[list[object]]:
@@ -208,10 +209,10 @@ def run_demo(
     onnx_path = export_onnx(model, out / "model.onnx")
     report = verify_onnx(onnx_path, model, inputs=x, labels=y)
     x1 = x[:1].numpy().astype(np.float32)
-    latency = {}
-    for name, net in (("static", static), ("trained", trained), ("final", model)):
-        path_i = onnx_path if name == "final" else export_onnx(net, out / f"{name}.onnx")
-        latency[name] = _latency_ms(path_i, x1, latency_runs)
+    paths = {"final": onnx_path}
+    for name, net in (("static", static), ("trained", trained)):
+        paths[name] = export_onnx(net, out / f"{name}.onnx")
+    latency = _latencies_ms(paths, x1, latency_runs)
     _say(
         f"[6/6] exported {onnx_path}: max |onnx - torch| {report.max_abs:.2g} over "
         f"{len(report.results)} input sets, ops {sorted(report.ops)}, verification "
