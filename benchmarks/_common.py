@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: machine facts, timing medians, and result recording.
+"""Shared benchmark plumbing: machine facts and result recording.
 
 ``record(name, markdown, data)`` writes ``benchmarks/results/<name>.json`` (with the machine block)
 and replaces the section ``<!-- bench:<name> -->`` ... ``<!-- /bench:<name> -->`` of
@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-__all__ = ["machine", "median_seconds", "record"]
+__all__ = ["machine", "record"]
 
 
 def _version(dist: str) -> str | None:
@@ -56,18 +53,6 @@ def machine() -> dict[str, Any]:
         },
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-
-
-def median_seconds(fn: Callable[[], object], *, repeats: int = 21, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def machine_line(m: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ import torch
 
 from isoproof.experiments.common import load_data, single_thread
 from isoproof.files import atomic_write_text
+from isoproof.mlp import count_parameters
 from isoproof.table import markdown_table
 
 from ._common import ROOT, record
@@ -39,7 +40,6 @@ from .compression import (
     Settings,
     measure_latency,
     run,
-    stored_parameters,
     summarise,
 )
 
@@ -113,8 +113,8 @@ def _latency(result: dict[str, Any], runs: int) -> dict[str, dict[str, Any]]:
         if dense or budget in LATENCY_BUDGETS:
             key = method if dense else f"{method}@{budget:g}"
             family = method.removeprefix("dense-") if dense else METHODS[method].family
-            count = stored_parameters(model)
-            ratio = count / stored_parameters(kept[(f"dense-{family}", 1.0)])
+            count = count_parameters(model)
+            ratio = count / count_parameters(kept[(f"dense-{family}", 1.0)])
             models[key] = model
             info[key] = {"method": method, "family": family, "budget": budget}
             info[key].update(stored_params=count, param_ratio=ratio)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import torch
 
 import isoproof as ip
 from exporters import export_onnx, quantize_int8, verify_onnx
-from exporters.runtime import ort_session
+from exporters.runtime import interleaved_medians, ort_session
 from isoproof.table import format_table, markdown_table
 
 from ._common import record
@@ -64,24 +63,6 @@ def build_models(widths: list[int]) -> dict[str, ip.IsotropicMLP]:
     for h in reversed(range(len(widths) - 2)):  # last hidden layer first (psi errors, §4)
         ip.prune(pruned, h, n=widths[h + 1] - half)
     return {"dense": dense, "masked": masked, "sparsified": sparse, "pruned-half": pruned}
-
-
-def _interleaved_medians(
-    runs: dict[str, object], runs_per_variant: int, rounds: int = 10, warmup: int = 10
-) -> dict[str, float]:
-    """Median seconds per call of each zero-argument callable, interleaved over ``rounds``."""
-    for fn in runs.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    per_round = -(-runs_per_variant // rounds)
-    for _ in range(rounds):
-        for name, fn in runs.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 name: (lambda s=s, x=x: s.run(None, {"input": x})) for name, s in sessions.items()
             }
             t0 = time.perf_counter()
-            medians[(batch, threads)] = _interleaved_medians(calls, runs)
+            medians[(batch, threads)] = interleaved_medians(calls, runs)
             shown = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in medians[(batch, threads)].items())
             print(
                 f"  batch {batch:>2}, threads {threads or 'all'}: {shown} ms "

@@ -8,7 +8,7 @@ standard tanh MLP), then evaluated without and with a short fine-tune.
 Stored parameters are every number the deployed model keeps: weights (a
 :class:`~isoproof.DiagonalLinear` its diagonal, a factored map its two factors), biases, psi
 vectors and the intrinsic lengths ``o``: :func:`isoproof.count_parameters` for isotropic models,
-the unique ``nn.Parameter`` s (by identity) otherwise (:func:`stored_parameters`).
+the unique ``nn.Parameter`` s (by identity) otherwise (:func:`isoproof.count_parameters`).
 
 Methods (:data:`METHODS`; hidden layer ``h`` is the output of affine map ``h``):
 
@@ -74,7 +74,7 @@ Example (a tiny untrained model)::
     >>> model = ip.IsotropicMLP([6, 8, 8, 8, 3])
     >>> x = torch.randn(64, 6)
     >>> small = compress("isoproof", model, 0.5, x)
-    >>> abs(small.params / stored_parameters(model) / 0.5 - 1) <= TOLERANCE
+    >>> abs(small.params / ip.count_parameters(model) / 0.5 - 1) <= TOLERANCE
     True
 """
 
@@ -98,8 +98,7 @@ from torch import nn
 import isoproof as ip
 from isoproof.data import Dataset
 from isoproof.ngc import NGCLinear
-from isoproof.ngc import stored_parameters as unique_parameters
-from isoproof.standard import linear_layers, paired_standard, standard_mlp
+from isoproof.standard import linear_layers, paired_standard, standard_mlp, widths_of
 from isoproof.surgery import Surgery, output_change
 from isoproof.train import evaluate, fit
 
@@ -120,7 +119,6 @@ __all__ = [
     "remove_dead",
     "run",
     "search",
-    "stored_parameters",
     "summarise",
 ]
 
@@ -132,25 +130,6 @@ _CHUNK = 1 << 20  # grid points :func:`search` evaluates at once
 
 
 # ---------------------------------------------------------------------------- counting
-def stored_parameters(model: nn.Module) -> int:
-    """Stored numbers: :func:`isoproof.count_parameters` for an isotropic model, else the unique
-    parameters (a parameter shared by several layers counts once)."""
-    if isinstance(model, ip.IsotropicMLP):
-        return ip.count_parameters(model)
-    return unique_parameters(model)
-
-
-def _dims(model: nn.Module) -> list[int]:
-    if isinstance(model, ip.IsotropicMLP):
-        return model.widths
-    lins = linear_layers(model)
-    return [int(lins[0].in_features), *(int(lin.out_features) for lin in lins)]
-
-
-def _maps(model: nn.Module) -> list[nn.Module]:
-    return list(model.linears) if isinstance(model, ip.IsotropicMLP) else linear_layers(model)
-
-
 def _widths_count(model: nn.Module, sparsified: bool) -> Callable[[list[Any]], np.ndarray]:
     """Stored count as a function of the hidden widths (broadcastable integer arrays).
 
@@ -159,7 +138,7 @@ def _widths_count(model: nn.Module, sparsified: bool) -> Callable[[list[Any]], n
     weights and biases. :func:`compress` checks it against the real count.
     """
     iso = isinstance(model, ip.IsotropicMLP)
-    dims = _dims(model)
+    dims = widths_of(model)
     L = len(dims) - 1
 
     def count(hidden: list[Any]) -> np.ndarray:
@@ -245,7 +224,7 @@ def plan_widths(
     ``W_h`` with rank at most ``w``, so ``n_h - w`` neurons of layer ``h`` get ``sigma = 0`` and
     cost nothing to remove; they are modelled as replacing layer ``h``'s lowest scores.
     """
-    current = _dims(model)[1:-1]
+    current = widths_of(model)[1:-1]
     cums, sizes, lows = [], [], []
     for s, w in zip(scores, current, strict=True):
         if s is None:
@@ -335,7 +314,7 @@ def _factor_groups(model: nn.Module, grouped: bool) -> tuple[list[Group], int]:
     """Every affine map as a group, except that with ``grouped`` the hidden maps ``1 .. L-2``
     form one group when they read equal widths (NGC's ``"consecutive"``); returns the groups in
     map order (first ``[0]``, last ``[L-1]``) and the stored count outside them."""
-    lins = _maps(model)
+    lins = linear_layers(model)
     L = len(lins)
     hidden = list(range(1, L - 1))
     if grouped and len(hidden) > 1 and len({lins[i].in_features for i in hidden}) == 1:
@@ -346,7 +325,7 @@ def _factor_groups(model: nn.Module, grouped: bool) -> tuple[list[Group], int]:
         Group(tuple(p), lins[p[0]].in_features, tuple(lins[i].out_features for i in p))
         for p in parts
     ]
-    return groups, stored_parameters(model) - sum(g.dense for g in groups)
+    return groups, ip.count_parameters(model) - sum(g.dense for g in groups)
 
 
 def _rank_config(groups: Sequence[Group], ranks: Sequence[int | None]) -> list[list[Any]]:
@@ -382,10 +361,6 @@ def remove_dead(
     """
     receipt = ip.prune_dead(model, layer, limit=limit, probe=probe)
     return None if receipt.widths_after == receipt.widths_before else receipt
-
-
-def _hidden_inputs(model: ip.IsotropicMLP, x: torch.Tensor) -> list[torch.Tensor]:
-    return [x] + [a for a, _ in model.hidden_states(x)]
 
 
 def _rms(t: torch.Tensor) -> float:
@@ -488,7 +463,7 @@ def _tp_standard(model: nn.Sequential, target: float, x: torch.Tensor):
     new = copy.deepcopy(model)
     graph, scores = _tp_scores(new, x)
     _tp_prune(new, graph, _lowest(scores, _neuron_plan(new, scores, target)))
-    return new, {"widths": _dims(new)}, []
+    return new, {"widths": widths_of(new)}, []
 
 
 def _magnitude(model: nn.Sequential, target: float, x: torch.Tensor):
@@ -499,7 +474,7 @@ def _magnitude(model: nn.Sequential, target: float, x: torch.Tensor):
         scores.append((norms / norms.mean()).numpy())  # per-layer mean normalisation
     graph, _ = _tp_scores(new, x)  # Torch-Pruning's surgery, the textbook importance
     _tp_prune(new, graph, _lowest(scores, _neuron_plan(new, scores, target)))
-    return new, {"widths": _dims(new)}, []
+    return new, {"widths": widths_of(new)}, []
 
 
 def _tp_isotropic(model: ip.IsotropicMLP, target: float, x: torch.Tensor):
@@ -534,7 +509,7 @@ def _energy(w: torch.Tensor) -> np.ndarray:
 def _svd_plan(model: nn.Module, target: float) -> tuple[list[Group], tuple[int | None, ...]]:
     """A rank per map minimising the summed discarded relative energy."""
     groups, fixed = _factor_groups(model, grouped=False)
-    lins = _maps(model)
+    lins = linear_layers(model)
     tails = []
     for g in groups:
         tail = _energy(lins[g.maps[0]].weight)
@@ -668,8 +643,8 @@ def compress(
     if fraction == 1:
         new, config, receipts = copy.deepcopy(model), {"dense": True}, []
     else:
-        new, config, receipts = m.fn(model, fraction * stored_parameters(model), calibration)
-    params = stored_parameters(new)
+        new, config, receipts = m.fn(model, fraction * ip.count_parameters(model), calibration)
+    params = ip.count_parameters(new)
     if "sparsified" in config:  # the planner's count formula must agree with the real count
         formula = _count_of(model, config["widths"], config["sparsified"])
         if formula != params:
@@ -753,7 +728,7 @@ def run(
                     "model": model,
                     "accuracy": 100.0 * evaluate(model, data)["accuracy"],
                     "finetuned": _finetune(model, data, seed, s),
-                    "params": stored_parameters(model),
+                    "params": ip.count_parameters(model),
                 }
                 with torch.no_grad():
                     dense[family]["logits"] = model(data.x_test)
@@ -805,7 +780,7 @@ def _one(
         kept[(method.name, budget)] = out.model
     return {
         "data": data.name,
-        "widths": _dims(ref["model"]),
+        "widths": widths_of(ref["model"]),
         "seed": seed,
         "method": method.name,
         "family": method.family,
@@ -891,11 +866,9 @@ def measure_latency(
     width. Returns ``{name: {"verified", "max_abs_error", "file_bytes", "batch<b>": seconds}}``.
     """
     from exporters import export_onnx, verify_onnx
-    from exporters.runtime import ort_session
+    from exporters.runtime import interleaved_medians, ort_session
 
-    from .bench_latency import _interleaved_medians
-
-    widths = {_dims(m)[0] for m in models.values()}
+    widths = {widths_of(m)[0] for m in models.values()}
     if len(widths) != 1:
         raise ip.IsoproofError(f"expected models of one input width, got widths {sorted(widths)}")
     out: dict[str, dict[str, Any]] = {}
@@ -915,7 +888,7 @@ def measure_latency(
         for batch in batches:
             x = x_all[:batch]
             calls = {n: (lambda s=s, x=x: s.run(None, {"input": x})) for n, s in sessions.items()}
-            for name, seconds in _interleaved_medians(calls, runs).items():
+            for name, seconds in interleaved_medians(calls, runs).items():
                 out[name][f"batch{batch}"] = seconds
             log(f"  latency batch {batch}: done ({len(calls)} models, {runs} runs each)")
     return out

@@ -15,6 +15,8 @@ Example::
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,7 +24,7 @@ import onnx
 
 from .errors import ExportError
 
-__all__ = ["input_spec", "ort_session", "run_batched"]
+__all__ = ["input_spec", "interleaved_medians", "ort_session", "run_batched"]
 
 
 def input_spec(proto: onnx.ModelProto) -> tuple[type, int, int | None]:
@@ -68,3 +70,23 @@ def run_batched(
             chunk = np.concatenate([chunk, np.zeros((pad, x.shape[1]), dtype=x.dtype)])
         outs.append(np.asarray(run(chunk))[: fixed - pad])
     return np.concatenate(outs)
+
+
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], runs_per_variant: int, rounds: int = 10, warmup: int = 10
+) -> dict[str, float]:
+    """Median seconds per call of each zero-argument callable, interleaved over ``rounds``, so
+    that load changes on a shared machine hit every callable alike (compare ratios in one run).
+    """
+    for fn in runs.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    per_round = -(-runs_per_variant // rounds)
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(s) for name, s in samples.items()}

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from isoproof.io import model_digest
+from isoproof.mlp import count_parameters
 from isoproof.table import format_table
 
 from .errors import VerificationError
@@ -246,7 +247,7 @@ def verify_onnx(
         kind=kind,
         file_size=path.stat().st_size,
         stored_numbers=stored_numbers(proto),
-        model_parameters=_parameter_count(model),
+        model_parameters=count_parameters(model),
         ops=ops_used(proto),
         disallowed_ops=disallowed_ops(proto, allow),
         opset=opset_of(proto),
@@ -315,10 +316,6 @@ def file_kind(proto: onnx.ModelProto) -> str:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())  # shared parameters count once
-
-
 def _directions(rng: np.random.Generator, norms: Sequence[float], n_in: int) -> np.ndarray:
     d = rng.standard_normal((len(norms), n_in))
     d /= np.linalg.norm(d, axis=1, keepdims=True)

@@ -44,7 +44,7 @@ import torch
 from .bounds import downstream_lipschitz, hidden_input_bound
 from .exceptions import IsoproofError, MissingGainError, WidthError
 from .receipt import Receipt
-from .surgery import Surgery
+from .surgery import Surgery, embedding
 
 __all__ = ["dead_count", "gather_own_psi", "prune", "prune_below", "prune_dead"]
 
@@ -156,7 +156,7 @@ def remove_weakest(
         s.b[h + 1] = s.b[h + 1] + gbar * carried
         tail = downstream_lipschitz(s, model, h + 1) if h + 1 < s.num_layers - 1 else 1.0
         bound += tail * float(carried.norm()) * max(gbar, G - gbar)
-    s.change_basis(h, torch.eye(width, dtype=torch.float64, device=R.device)[:keep])
+    s.change_basis(h, embedding(width, keep))
     return removed, bound
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -53,20 +52,12 @@ def _max_change(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _latencies_ms(paths: dict[str, Path], x: np.ndarray, runs: int) -> dict[str, float]:
-    """Median ORT latency (one thread) of each file, measured in interleaved rounds so that load
-    changes on a shared machine hit every file alike."""
-    from exporters.runtime import ort_session
+    """Median ORT latency (one thread, ms) of each file, in interleaved rounds."""
+    from exporters.runtime import interleaved_medians, ort_session
 
     sessions = {name: ort_session(path, threads=1) for name, path in paths.items()}
-    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for i in range(runs + 20):
-        for name, session in sessions.items():
-            t0 = time.perf_counter()
-            session.run(None, feeds[name])
-            if i >= 20:  # warm-up rounds
-                times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    calls = {n: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for n, s in sessions.items()}
+    return {name: 1e3 * t for name, t in interleaved_medians(calls, runs).items()}
 
 
 def _exact_surgery() -> list[list[object]]:

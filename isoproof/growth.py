@@ -25,7 +25,7 @@ import torch
 from .degeneration import check_count
 from .exceptions import IsoproofError
 from .receipt import Receipt
-from .surgery import Surgery
+from .surgery import Surgery, embedding
 
 __all__ = ["grow"]
 
@@ -40,8 +40,7 @@ def append_neurons(
 ) -> None:
     """Append ``n`` inactive neurons to hidden layer ``h`` of the workspace ``s``."""
     width = s.widths[h + 1]
-    eye = torch.eye(width, dtype=torch.float64, device=s.W[h].device)
-    s.change_basis(h, torch.cat([eye, eye.new_zeros(n, width)]))  # zero rows, biases, psi
+    s.change_basis(h, embedding(width, width + n))  # zero rows, biases, psi
     out = s.W[h + 1].shape[0]
     cols = torch.randn(out, n, generator=generator, dtype=torch.float64) * init_scale
     s.W[h + 1][:, width:] = cols.to(s.W[h + 1].device)  # any column: see proofs/neurogenesis.py

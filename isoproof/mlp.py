@@ -163,9 +163,10 @@ class IsotropicMLP(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` of shape ``[..., n0]`` -> logits ``[..., nL]``."""
-        if x.shape[-1:] != (self.widths[0],):
+        n_in = self.linears[0].in_features  # not self.widths: this is the hot path
+        if x.shape[-1:] != (n_in,):
             raise WidthError(
-                f"expected input with last dimension {self.widths[0]}, got shape {tuple(x.shape)}"
+                f"expected input with last dimension {n_in}, got shape {tuple(x.shape)}"
             )
         if self.training and self.psi_mode == "none" and len(self.activations) > 0:
             states: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -248,12 +249,21 @@ def initialise_linear(
     return lin
 
 
-def count_parameters(model: IsotropicMLP, *, hidden_only: bool = False) -> int:
-    """Number of stored numbers of ``model``: weights (diagonal layers count their diagonal),
-    biases, psi vectors and intrinsic lengths. With ``hidden_only=True``: only the weights of the
-    hidden-to-hidden maps ``linears[1:-1]`` (the count of ``../shared/notes`` §3). Parameters
-    shared by several maps are counted once.
+def count_parameters(model: nn.Module, *, hidden_only: bool = False) -> int:
+    """Number of stored numbers of ``model``.
+
+    For an :class:`IsotropicMLP`: weights (diagonal layers count their diagonal), biases, psi
+    vectors and intrinsic lengths, whether stored as parameters or buffers; with
+    ``hidden_only=True`` only the weights of the hidden-to-hidden maps ``linears[1:-1]`` (the
+    count of ``../shared/notes`` §3). For any other module: its unique parameters. Either way a
+    Parameter shared by several maps (NGC's input states) counts once.
     """
+    if not isinstance(model, IsotropicMLP):
+        if hidden_only:
+            raise IsoproofError(
+                f"expected an IsotropicMLP for hidden_only=True, got {type(model).__name__}"
+            )
+        return int(sum(p.numel() for p in model.parameters()))  # parameters() deduplicates
     maps = list(model.linears)[1:-1] if hidden_only else list(model.linears)
     # by identity, so a Parameter shared by several maps (NGC's input states) counts once
     weights = {

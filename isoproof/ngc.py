@@ -89,7 +89,7 @@ from torch import nn
 
 from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError, LayerIndexError, NonFiniteError, WidthError
-from .mlp import IsotropicMLP
+from .mlp import IsotropicMLP, count_parameters
 from .table import format_table
 
 __all__ = [
@@ -102,7 +102,6 @@ __all__ = [
     "fit_group",
     "ngc_compress",
     "ngc_rank",
-    "stored_parameters",
 ]
 
 F64 = torch.float64
@@ -344,11 +343,6 @@ def affine_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
             inputs.append(h)
         h = m(h)
     return inputs
-
-
-def stored_parameters(model: nn.Module) -> int:
-    """Elements of the unique ``nn.Parameter`` s of ``model`` (a shared ``P`` counts once)."""
-    return int(sum(p.numel() for p in model.parameters()))
 
 
 # ---------------------------------------------------------------------------- the fit
@@ -700,8 +694,8 @@ def ngc_compress(
         keep=None if rank is not None else float(keep),
         groups=tuple(group_reports),
         members=tuple(members),
-        params_before=stored_parameters(model),
-        params_after=stored_parameters(new),
+        params_before=count_parameters(model),
+        params_after=count_parameters(new),
         calibration_rows=int(x.reshape(-1, x.shape[-1]).shape[0]),
         output_change=change,
     )

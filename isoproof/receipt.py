@@ -23,10 +23,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Receipt", "combine"]
+__all__ = ["Receipt"]
 
 
 @dataclass(frozen=True)
@@ -61,26 +60,3 @@ class Receipt:
             f"params {self.params_before} -> {self.params_after}, bound {self.bound:.3g}, "
             f"measured change {change}"
         )
-
-
-def combine(
-    op: str,
-    receipts: Sequence[Receipt],
-    *,
-    widths_before: Sequence[int],
-    params_before: int,
-    layer: int | tuple[int, ...] | None = None,
-) -> Receipt:
-    """One receipt for a sequence of operations: bounds add (triangle inequality)."""
-    last = receipts[-1] if receipts else None
-    return Receipt(
-        op=op,
-        layer=layer,
-        widths_before=tuple(widths_before),
-        widths_after=tuple(last.widths_after) if last else tuple(widths_before),
-        params_before=params_before,
-        params_after=last.params_after if last else params_before,
-        singular_values=tuple(s for r in receipts for s in r.singular_values),
-        bound=float(sum(r.bound for r in receipts)),
-        max_abs_change=None,
-    )

@@ -36,7 +36,7 @@ from .exceptions import IsoproofError
 from .mlp import INIT_MODES, IsotropicMLP, _check_widths, initialise_linear
 from .surgery import check_model
 
-__all__ = ["ACTIVATIONS", "linear_layers", "paired_standard", "standard_mlp"]
+__all__ = ["ACTIVATIONS", "linear_layers", "paired_standard", "standard_mlp", "widths_of"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
@@ -107,3 +107,11 @@ def linear_layers(model: nn.Module) -> list[nn.Module]:
     if isinstance(model, IsotropicMLP):
         return list(model.linears)
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def widths_of(model: nn.Module) -> list[int]:
+    """``[n0, ..., nL]`` of an MLP (``model.widths`` for an isotropic one; ``[]`` without maps)."""
+    if isinstance(model, IsotropicMLP):
+        return model.widths
+    lins = linear_layers(model)
+    return [int(lins[0].in_features), *(int(lin.out_features) for lin in lins)] if lins else []

@@ -40,7 +40,15 @@ from .optim import (
 )
 from .receipt import Receipt
 
-__all__ = ["Surgery", "check_maps", "check_model", "output_change"]
+__all__ = [
+    "Surgery",
+    "check_layer",
+    "check_maps",
+    "check_model",
+    "embedding",
+    "output_change",
+    "pad_to_rows",
+]
 
 F64 = torch.float64
 
@@ -66,6 +74,35 @@ def check_maps(model: IsotropicMLP) -> IsotropicMLP:
                 f"{type(lin).__name__} (structural operations and save would densify it)"
             )
     return model
+
+
+def check_layer(layer: object, widths: list[int], *, lo: int = 0, hi: int | None = None) -> int:
+    """Validate a layer index in ``[lo, hi]`` (default: hidden layers ``[0, L-2]``)."""
+    hi = len(widths) - 3 if hi is None else hi
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise LayerIndexError(f"expected an int layer index, got {type(layer).__name__}")
+    if not lo <= layer <= hi:
+        if hi < lo:
+            raise LayerIndexError(
+                f"expected a model with a layer index in [{lo}, {lo}], but widths "
+                f"{widths} have no such layer (got layer {layer})"
+            )
+        raise LayerIndexError(f"expected layer in [{lo}, {hi}] for widths {widths}, got {layer}")
+    return layer
+
+
+def pad_to_rows(S: torch.Tensor, rows: int) -> torch.Tensor:
+    """Singular values padded with zeros to one per row (rows beyond the rank: sigma = 0)."""
+    return torch.cat([S, S.new_zeros(rows - S.numel())]) if S.numel() < rows else S
+
+
+def embedding(n_old: int, n_new: int) -> torch.Tensor:
+    """``[n_new, n_old]`` change of basis keeping the first ``min(n_old, n_new)`` coordinates:
+    zero rows append neurons (``n_new > n_old``), missing rows drop the last ones."""
+    A = torch.zeros(n_new, n_old, dtype=F64)
+    k = min(n_old, n_new)
+    A[:k, :k] = torch.eye(k, dtype=F64)
+    return A
 
 
 class Surgery:
@@ -104,28 +141,13 @@ class Surgery:
 
     def check_hidden(self, layer: object, *, lo: int = 0, hi: int | None = None) -> int:
         """Validate a hidden-layer index in ``[lo, hi]`` (default ``[0, L-2]``)."""
-        hi = self.num_layers - 2 if hi is None else hi
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise LayerIndexError(f"expected an int layer index, got {type(layer).__name__}")
-        if not lo <= layer <= hi:
-            if hi < lo:
-                raise LayerIndexError(
-                    f"expected a model with a layer index in [{lo}, {lo}], but widths "
-                    f"{self.widths} have no such layer (got layer {layer})"
-                )
-            raise LayerIndexError(
-                f"expected layer in [{lo}, {hi}] for widths {self.widths}, got {layer}"
-            )
-        return layer
+        return check_layer(layer, self.widths, lo=lo, hi=hi)
 
     def svd(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Full SVD of ``W_i`` in float64: ``W = R diag(S) Vh``, ``S`` padded with zeros to
         ``out`` entries (structurally zero rows count as neurons with sigma = 0)."""
         R, S, Vh = torch.linalg.svd(self.W[i], full_matrices=True)
-        out = self.W[i].shape[0]
-        if S.numel() < out:
-            S = torch.cat([S, S.new_zeros(out - S.numel())])
-        return R, S, Vh
+        return R, pad_to_rows(S, self.W[i].shape[0]), Vh
 
     # ----------------------------------------------------------------- editing
     def change_basis(self, space: int, A: torch.Tensor) -> None:

@@ -29,17 +29,9 @@ from .bounds import downstream_lipschitz
 from .degeneration import check_count
 from .exceptions import WidthError
 from .receipt import Receipt
-from .surgery import Surgery
+from .surgery import Surgery, embedding
 
 __all__ = ["add_inputs", "add_outputs", "remove_inputs", "remove_outputs"]
-
-
-def _embedding(n_old: int, n_new: int) -> torch.Tensor:
-    """``[n_new, n_old]`` map keeping the first ``min`` coordinates (zero rows when growing)."""
-    A = torch.zeros(n_new, n_old, dtype=torch.float64)
-    k = min(n_old, n_new)
-    A[:k, :k] = torch.eye(k, dtype=torch.float64)
-    return A
 
 
 def _shrink_check(width: int, n: int, what: str) -> None:
@@ -60,7 +52,7 @@ def _resize_outputs(
     nL = s.widths[-1]
     if delta < 0:
         _shrink_check(nL, -delta, "outputs")
-    s.change_basis(s.num_layers - 1, _embedding(nL, nL + delta))
+    s.change_basis(s.num_layers - 1, embedding(nL, nL + delta))
     return s.commit(op, None, probe=probe)
 
 
@@ -75,7 +67,7 @@ def add_inputs(
     s = Surgery(model, optimizer)
     n = check_count(n)
     n0 = s.widths[0]
-    s.change_basis(-1, _embedding(n0, n0 + n))
+    s.change_basis(-1, embedding(n0, n0 + n))
     return s.commit(
         "add_inputs",
         None,
@@ -104,7 +96,7 @@ def remove_inputs(
         )
     w_removed = float(torch.linalg.matrix_norm(s.W[0][:, n0 - n :], ord=2))
     lip = downstream_lipschitz(s, s.model, 0) if s.num_layers > 1 else 1.0
-    s.change_basis(-1, _embedding(n0, n0 - n))
+    s.change_basis(-1, embedding(n0, n0 - n))
     return s.commit(
         "remove_inputs",
         None,

@@ -48,10 +48,10 @@ from .degeneration import prune
 from .diagonalise import singular_values
 from .exceptions import IsoproofError, NonFiniteError, WidthError
 from .growth import grow
-from .mlp import IsotropicMLP
+from .mlp import IsotropicMLP, count_parameters
 from .receipt import Receipt
 from .scaffold import adapt as adapt_model
-from .standard import linear_layers
+from .standard import linear_layers, widths_of
 from .surgery import check_model
 
 __all__ = [
@@ -245,19 +245,6 @@ def layer_spectra(model: nn.Module) -> list[torch.Tensor]:
         s = torch.linalg.svdvals(w)
         out.append(torch.cat([s, s.new_zeros(w.shape[0] - s.numel())]))
     return out
-
-
-def _widths(model: nn.Module) -> list[int]:
-    if isinstance(model, IsotropicMLP):
-        return model.widths
-    lins = linear_layers(model)
-    return [lins[0].weight.shape[1], *(lin.weight.shape[0] for lin in lins)] if lins else []
-
-
-def _count(model: nn.Module) -> int:
-    if isinstance(model, IsotropicMLP):
-        return model.count_parameters()
-    return sum(p.numel() for p in model.parameters())
 
 
 def _psi_abs_sum(model: nn.Module) -> float:
@@ -464,7 +451,7 @@ def fit(
         model.to(device)
     ref = _param_like(model)
     dev, dtype = ref.device, ref.dtype
-    widths = _widths(model)
+    widths = widths_of(model)
     if widths and (widths[0] != data.n_features or widths[-1] != data.n_classes):
         raise WidthError(
             f"expected a model mapping {data.n_features} features to {data.n_classes} classes "
@@ -525,6 +512,7 @@ def fit(
                         f"expected a task with weight > 0 at epoch {epoch}, got {w}"
                     )
             model.train()
+            widths_now = widths_of(model)  # resizes happen between epochs only
             loss_sum, correct, seen = 0.0, 0, 0
             for step, idx in enumerate(rows.split(batch_size)):
                 xb, yb = x_all[idx], y_all[idx]
@@ -545,7 +533,7 @@ def fit(
                 seen += idx.numel()
                 progress.step(
                     f"{epoch}/{epochs}",
-                    f"loss {loss_sum / seen:.3f} acc {correct / seen:.1%} widths {_widths(model)}",
+                    f"loss {loss_sum / seen:.3f} acc {correct / seen:.1%} widths {widths_now}",
                 )
             t1 = time.perf_counter()
             receipts: list[Receipt] = []
@@ -612,8 +600,8 @@ def _record(
     history.test_accuracy.append(test["accuracy"])
     history.task_weights.append(list(weights))
     history.task_accuracy.append(test["task_accuracy"])
-    history.widths.append(list(_widths(model)))
-    history.parameters.append(_count(model))
+    history.widths.append(list(widths_of(model)))
+    history.parameters.append(count_parameters(model))
     history.singular_values.append([s.tolist() for s in layer_spectra(model)])
     history.psi_abs_sum.append(_psi_abs_sum(model))
     history.resizes.append([str(r) for r in receipts])

@@ -28,7 +28,6 @@ from benchmarks.compression import (
     remove_dead,
     run,
     search,
-    stored_parameters,
     summarise,
 )
 from isoproof.data import Dataset
@@ -84,7 +83,7 @@ def test_budgets_matched_within_two_percent(result: dict) -> None:
         assert abs(r["match"] - 1) <= TOLERANCE, (r["method"], r["budget"], r["match"])
         if r["budget"] < 1:  # the recorded count is the kept model's real count
             model = result["kept"][(r["method"], r["budget"])]
-            assert stored_parameters(model) == r["params"]
+            assert ip.count_parameters(model) == r["params"]
             assert r["params"] < r["dense_params"]
 
 

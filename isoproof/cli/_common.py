@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CliError
-
 __all__ = ["existing_file", "load_model", "pair", "parse_widths"]
 
 
@@ -47,8 +45,7 @@ def parse_widths(value: str) -> list[int]:
 
 
 def load_model(path: Path):
+    """:func:`isoproof.load` (a missing or damaged file raises ``CheckpointError``: one line)."""
     from ..io import load
 
-    if not Path(path).is_file():
-        raise CliError(f"expected a model file, got {str(path)!r} (not found)")
     return load(path)
