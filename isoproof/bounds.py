@@ -51,7 +51,9 @@ def hidden_input_bound(
     if h == 0:
         if input_norm is not None:
             return float(input_norm)
-        return probe_activation_norms(model, probe)[0] if probe is not None else 1.0
+        return (
+            float(probe.detach().to(torch.float64).norm(dim=-1).max()) if probe is not None else 1.0
+        )
     if math.isfinite(model.radial.bound):
         return model.radial.bound
     return probe_activation_norms(model, probe)[h] if probe is not None else math.inf

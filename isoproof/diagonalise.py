@@ -31,18 +31,23 @@ from collections.abc import Callable
 
 import torch
 
+from .exceptions import NonFiniteError
 from .receipt import Receipt
-from .surgery import Surgery
+from .surgery import Surgery, check_layer, check_model, pad_to_rows
 
 __all__ = ["full_diagonalise", "left_diagonalise", "singular_values", "sparsify"]
 
 
 def singular_values(model: object, layer: int) -> torch.Tensor:
     """Singular values of ``linears[layer].weight`` (float64, descending), one per neuron of the
-    layer: rows beyond the input width count as structural zeros."""
-    s = Surgery(model)
-    layer = s.check_hidden(layer, hi=s.num_layers - 1)
-    return s.svd(layer)[1]
+    layer: rows beyond the input width count as structural zeros. Reads that map only."""
+    m = check_model(model)
+    widths = m.widths
+    layer = check_layer(layer, widths, hi=len(widths) - 2)
+    W = m.linears[layer].weight.detach().to(torch.float64)
+    if not torch.isfinite(W).all():
+        raise NonFiniteError(f"expected finite parameters, got NaN/Inf in layer {layer} weight")
+    return pad_to_rows(torch.linalg.svdvals(W), W.shape[0])
 
 
 def _left(s: Surgery, layer: int) -> torch.Tensor:

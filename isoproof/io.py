@@ -118,6 +118,7 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
             eps=cfg["eps"],
             dtype=dtype,
             device=device,
+            init="kaiming",  # cheap (no QR): every tensor is overwritten by the checkpoint
         )
         for i in cfg["diagonal_layers"]:
             lin = model.linears[i]

@@ -187,7 +187,8 @@ def test_non_orthogonal_and_misshaped_q():
         model, lambda: ip.rotate(model, 0, [[1.0]]), ip.NotOrthogonalError, "torch.Tensor"
     )
     # float32 Q within float32 tolerance is accepted
-    ip.rotate(model, 0, random_orthogonal(5, dtype=torch.float32))
+    accepted = ip.rotate(model, 0, random_orthogonal(5, dtype=torch.float32), probe=batch(4))
+    assert accepted.op == "rotate" and accepted.max_abs_change < 1e-5
 
 
 def test_non_finite_weights_and_non_isotropic_models():
