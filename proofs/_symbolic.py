@@ -191,9 +191,12 @@ def forward(
         if psi is not None and gain is not None:
             z = z + psi * gain
         if l < depth - 1:
-            o = net.lengths[l]
-            radicands.append(o + sq_norm(z))
-            a, gain = isotropic(z, o, profile)
+            # N^2 is read off the very length that builds the gain (never rebuilt separately),
+            # so an argument identity proven on it is an identity of the gain's argument.
+            length = radial_length(z, net.lengths[l])
+            radicands.append(length**2)
+            gain = profile(length)
+            a = sp.Matrix(z) * gain
             gains.append(gain)
     return Trace(sp.Matrix(z), tuple(radicands), tuple(gains))
 

@@ -27,8 +27,8 @@ from ._symbolic import (
     g,
     householder,
     isotropic,
+    radial_length,
     reduce,
-    sq_norm,
     stack,
     vector,
 )
@@ -59,7 +59,8 @@ def equivariance_residual(q: sp.MatrixBase, o: sp.Expr) -> sp.Matrix:
     z = vector("z", q.rows)
     f_z, g_z = isotropic(z, o)
     f_qz, g_qz = isotropic(q * z, o)
-    argument = reduce((o + sq_norm(q * z)) - (o + sq_norm(z)))
+    # the argument identity is taken on the lengths that built the two gains (one source)
+    argument = reduce(radial_length(q * z, o) ** 2 - radial_length(z, o) ** 2)
     subs = {g_qz: g_z} if argument == 0 else {}
     return stack(argument, reduce(f_qz.xreplace(subs) - q * f_z))
 
@@ -102,7 +103,7 @@ def norm_invariance() -> sp.Matrix:
     for n in SIZES:
         z = vector("z", n)
         for q in (cayley(n), householder(n)):
-            parts.append(reduce((sq_norm(q * z) + _o) - (sq_norm(z) + _o)))
+            parts.append(reduce(radial_length(q * z, _o) ** 2 - radial_length(z, _o) ** 2))
     return stack(*parts)
 
 

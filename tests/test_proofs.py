@@ -295,3 +295,31 @@ def test_proofs_do_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
     sources = Path(runner.__file__).parent.glob("*.py")
     assert not [p.name for p in sources if "import torch" in p.read_text(encoding="utf-8")]
+
+
+# ---------------------------------------------------------------- soundness of the argument step
+_BROKEN_LENGTHS = {
+    # not isotropic: the length reads one coordinate only
+    "one_coordinate": lambda z, o: sp.sqrt(o + z[0] ** 2),
+    # ignores the intrinsic length, so degeneration's o update has nothing to keep
+    "ignores_o": lambda z, o: sp.sqrt(sum((e**2 for e in z), sp.S.Zero)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BROKEN_LENGTHS))
+def test_broken_activation_fails_the_claims(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gain's argument and the recorded ``N^2`` come from one object: breaking the length
+    must make claims fail through the ordinary runner (it once left all 24 "proved")."""
+    from proofs import _symbolic, equivariance
+
+    broken = _BROKEN_LENGTHS[name]
+    monkeypatch.setattr(_symbolic, "radial_length", broken)
+    monkeypatch.setattr(equivariance, "radial_length", broken)
+    ids = ["equivariance.rotation", "reparameterisation.rotation", "neurodegeneration.exact"]
+    results = [runner.evaluate(c, timeout=runner.DEFAULT_TIMEOUT) for c in CLAIMS if c.id in ids]
+    assert len(results) == len(ids)
+    failed = [r.id for r in results if r.holds]
+    if name == "one_coordinate":
+        assert not failed, f"claims still proved with a non-isotropic length: {failed}"
+    else:  # o only matters where o changes: the degeneration claim
+        assert not next(r for r in results if r.id == "neurodegeneration.exact").holds
