@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from isoproof.experiments.common import load_data, single_thread
+from isoproof.app.experiments.common import load_data, single_thread
 from isoproof.files import atomic_write_text
 from isoproof.mlp import count_parameters
 from isoproof.table import markdown_table
@@ -237,7 +237,7 @@ def target_verdict(summary: list[dict[str, Any]], data: str, budget: float = 0.5
 
 
 def _plot(summary: list[dict[str, Any]], datasets: Sequence[str], path: Path) -> Path:
-    from isoproof.experiments.plotting import figure, save_figure
+    from isoproof.app.experiments.plotting import figure, save_figure
 
     height = 4.6 * len(datasets) + 1.2
     fig, axes = figure(len(datasets), 2, size=(12.5, height))

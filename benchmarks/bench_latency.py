@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from isoproof.exporters import export_onnx, quantize_int8, verify_onnx
+from isoproof.exporters.runtime import interleaved_medians, ort_session
 
 import isoproof as ip
-from exporters import export_onnx, quantize_int8, verify_onnx
-from exporters.runtime import interleaved_medians, ort_session
 from isoproof.table import format_table, markdown_table
 
 from ._common import record

@@ -40,7 +40,8 @@ the target is enumerated, and the method's own criterion picks one (ties: more p
 
 * isoproof minimises the summed score ``(g_h sigma_i A_h)^2`` of the removed neurons, each
   layer losing its smallest-sigma neurons first (``sigma_i A_h`` bounds the removed
-  pre-activation, :mod:`isoproof.degeneration`, with ``A_h`` the RMS norm of the layer's input
+  pre-activation, :mod:`isoproof.ops.neurodegeneration`, with ``A_h`` the RMS norm of the
+  layer's input
   on the calibration batch; ``g_h``, the layer's mean gain, carries it into the layer's output);
 * Torch-Pruning and magnitude pruning keep the same fraction of every hidden layer (TP's
   default, ``global_pruning=False``: the widths whose kept fractions are closest to equal),
@@ -98,8 +99,8 @@ from torch import nn
 import isoproof as ip
 from isoproof.data import Dataset
 from isoproof.ngc import NGCLinear
+from isoproof.ops._surgery import Surgery, output_change
 from isoproof.standard import linear_layers, paired_standard, standard_mlp, widths_of
-from isoproof.surgery import Surgery, output_change
 from isoproof.train import evaluate, fit
 
 __all__ = [
@@ -369,7 +370,8 @@ def _rms(t: torch.Tensor) -> float:
 
 def _iso_scores(model: ip.IsotropicMLP, x: torch.Tensor, first: int) -> list[np.ndarray | None]:
     """``(g_h sigma_i A_h)^2`` per neuron of hidden layers ``h >= first`` (``None`` before):
-    ``sigma_i A_h`` bounds the removed pre-activation (:mod:`isoproof.degeneration`; ``A_h`` the
+    ``sigma_i A_h`` bounds the removed pre-activation (:mod:`isoproof.ops.neurodegeneration`;
+    ``A_h`` the
     RMS norm of the layer's input on ``x``) and the layer's mean gain ``g_h`` scales it into the
     layer's output ``a_h = g_h z_h`` (first order)."""
     states = model.hidden_states(x)
@@ -865,8 +867,8 @@ def measure_latency(
     (``benchmarks.bench_latency``'s timing), per batch size. All models must share an input
     width. Returns ``{name: {"verified", "max_abs_error", "file_bytes", "batch<b>": seconds}}``.
     """
-    from exporters import export_onnx, verify_onnx
-    from exporters.runtime import interleaved_medians, ort_session
+    from isoproof.exporters import export_onnx, verify_onnx
+    from isoproof.exporters.runtime import interleaved_medians, ort_session
 
     widths = {widths_of(m)[0] for m in models.values()}
     if len(widths) != 1:

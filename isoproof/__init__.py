@@ -18,20 +18,17 @@ Example::
     True
 """
 
+from . import _layout
+
+_layout.install()  # isoproof.proofs / isoproof.exporters in a source checkout (see _layout)
+
 from . import data as data
 from . import ngc as ngc
 from . import testing as testing
 from ._version import __version__ as __version__
 from .activations import IsotropicActivation as IsotropicActivation
 from .activations import export_mode as export_mode
-from .degeneration import prune as prune
-from .degeneration import prune_below as prune_below
-from .degeneration import prune_dead as prune_dead
 from .diagonal import DiagonalLinear as DiagonalLinear
-from .diagonalise import full_diagonalise as full_diagonalise
-from .diagonalise import left_diagonalise as left_diagonalise
-from .diagonalise import singular_values as singular_values
-from .diagonalise import sparsify as sparsify
 from .exceptions import CheckpointError as CheckpointError
 from .exceptions import IsoproofError as IsoproofError
 from .exceptions import LayerIndexError as LayerIndexError
@@ -41,22 +38,29 @@ from .exceptions import NotIsotropicError as NotIsotropicError
 from .exceptions import NotOrthogonalError as NotOrthogonalError
 from .exceptions import UnsupportedOptimizerError as UnsupportedOptimizerError
 from .exceptions import WidthError as WidthError
-from .growth import grow as grow
 from .io import load as load
 from .io import save as save
 from .mlp import IsotropicMLP as IsotropicMLP
 from .mlp import count_parameters as count_parameters
 from .ngc import NGCLinear as NGCLinear
 from .ngc import ngc_compress as ngc_compress
+from .ops import adapt as adapt
+from .ops import add_inputs as add_inputs
+from .ops import add_outputs as add_outputs
+from .ops import full_diagonalise as full_diagonalise
+from .ops import grow as grow
+from .ops import left_diagonalise as left_diagonalise
+from .ops import prune as prune
+from .ops import prune_below as prune_below
+from .ops import prune_dead as prune_dead
+from .ops import remove_inputs as remove_inputs
+from .ops import remove_outputs as remove_outputs
+from .ops import rotate as rotate
+from .ops import singular_values as singular_values
+from .ops import sparsify as sparsify
 from .radial import get_radial as get_radial
 from .receipt import Receipt as Receipt
-from .scaffold import adapt as adapt
 from .stability import stability as stability
-from .symmetry import rotate as rotate
-from .tasks import add_inputs as add_inputs
-from .tasks import add_outputs as add_outputs
-from .tasks import remove_inputs as remove_inputs
-from .tasks import remove_outputs as remove_outputs
 from .train import AdaptSchedule as AdaptSchedule
 from .train import History as History
 from .train import WidthSchedule as WidthSchedule

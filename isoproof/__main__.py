@@ -1,5 +1,5 @@
 """``python -m isoproof`` is the ``isoproof`` command."""
 
-from .cli import main
+from .app.cli import main
 
 raise SystemExit(main())

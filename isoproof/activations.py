@@ -1,6 +1,6 @@
 """The isotropic activation ``f(z) = g(N) z``.
 
-Maths (``../shared/notes/isotropic-method.md`` §1)::
+Maths (``docs/method.md`` §1)::
 
     N(z; o) = sqrt(max(o + sum_i z_i^2, eps^2)),      g(N) = s(N) / N,      f(z) = g(N) z
 

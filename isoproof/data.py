@@ -13,7 +13,7 @@ such as the always-blank corner pixels of digits, are divided by 1), and int64 l
   pickles; a restricted unpickler admits only containers, strings, numbers and NumPy array
   reconstruction, and refuses anything else (a pickle can otherwise run arbitrary code).
 * :func:`load_dataset`: ``"digits"`` | ``"mnist1d"`` | ``"cifar10:PATH"``.
-* :func:`multitask`: the paper's Exp 3 layout (``../shared/notes/isotropic-method.md`` §7): a
+* :func:`multitask`: the paper's Exp 3 layout (``docs/method.md`` §7): a
   *fixed union architecture* whose input is the concatenation of every task's feature block (a
   sample fills its own block, the others are 0) and whose output has one head per task; tasks are
   switched on and off by per-task loss weights (:meth:`MultiTaskDataset.loss`), not by resizing.

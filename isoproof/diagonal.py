@@ -1,6 +1,6 @@
 """``DiagonalLinear``: an affine map whose weight is rectangular-diagonal.
 
-After full diagonalisation (``../shared/notes/isotropic-method.md`` §3) a hidden-to-hidden map is
+After full diagonalisation (``docs/method.md`` §3) a hidden-to-hidden map is
 ``W = L`` with ``L[i, i] = sigma_i`` and zeros elsewhere: neuron ``i`` of the previous layer feeds
 only neuron ``i`` of this one. Storing it densely would keep the zeros; this module stores only the
 ``k = min(out, in)`` diagonal entries and the bias, so the saving is real in memory and in FLOPs::

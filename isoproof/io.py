@@ -30,21 +30,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ._version import __version__
-from .diagonal import DiagonalLinear
 from .exceptions import CheckpointError, IsoproofError
 from .files import atomic_path
 from .mlp import IsotropicMLP
-from .surgery import check_maps, check_model
+from .ops._surgery import check_maps, check_model
 
 __all__ = ["FORMAT", "load", "model_digest", "read_metadata", "save"]
 
 FORMAT = "isoproof.IsotropicMLP/1"
-_DTYPES = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -108,24 +101,8 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
     if meta.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{path}: tensor data does not match its SHA-256 (corrupted file)")
     try:
-        dtype = _DTYPES[cfg["dtype"]]
-        model = IsotropicMLP(
-            cfg["widths"],
-            radial=cfg["radial"],
-            intrinsic_length=cfg["intrinsic_length"],
-            psi=cfg["psi"],
-            psi_decay=cfg["psi_decay"],
-            eps=cfg["eps"],
-            dtype=dtype,
-            device=device,
-            init="kaiming",  # cheap (no QR): every tensor is overwritten by the checkpoint
-        )
-        for i in cfg["diagonal_layers"]:
-            lin = model.linears[i]
-            model.linears[i] = DiagonalLinear(
-                lin.in_features, lin.out_features, dtype=dtype, device=device
-            )
-    except (KeyError, TypeError, IndexError, IsoproofError) as e:
+        model = IsotropicMLP.from_config(cfg, device=device)
+    except IsoproofError as e:
         raise CheckpointError(f"{path}: invalid config {cfg!r} ({e})") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}

@@ -1,6 +1,6 @@
 """``IsotropicMLP``: the generalised isotropic perceptron.
 
-Maths (``../shared/notes/isotropic-method.md`` §2), widths ``[n0, ..., nL]``, ``L`` affine maps::
+Maths (``docs/method.md`` §2), widths ``[n0, ..., nL]``, ``L`` affine maps::
 
     z_0 = W_0 x + b_0
     z_l = W_l a_{l-1} + b_l + psi_{l-1} * g_{l-1}      (1 <= l <= L-1, output layer included)
@@ -43,6 +43,12 @@ from .radial import Radial, get_radial
 __all__ = ["INIT_MODES", "IsotropicMLP", "count_parameters", "initialise_linear"]
 
 INIT_MODES: tuple[str, ...] = ("orthogonal", "kaiming")
+_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 Init = Literal["orthogonal", "kaiming"]
 
 
@@ -160,6 +166,57 @@ class IsotropicMLP(nn.Module):
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
+    @classmethod
+    def from_config(
+        cls,
+        config: dict[str, Any],
+        *,
+        device: torch.device | str | None = None,
+        init: Init = "kaiming",
+    ) -> IsotropicMLP:
+        """Build the architecture that :meth:`config` describes (weights freshly initialised).
+
+        ``init="kaiming"`` by default: it is cheap (no QR), for callers such as
+        :func:`isoproof.load` that overwrite every tensor afterwards.
+
+        Raises:
+            IsoproofError: a missing key or an invalid value (``KeyError``/``TypeError`` are
+                reported as such, naming the key).
+
+        Example::
+
+            >>> m = IsotropicMLP([4, 6, 6, 3], dtype=torch.float64)
+            >>> IsotropicMLP.from_config(m.config()).config() == m.config()
+            True
+        """
+        if not isinstance(config, dict):
+            raise IsoproofError(f"expected a config dict, got {type(config).__name__}")
+        try:
+            dtype = _DTYPES[config["dtype"]]
+            model = cls(
+                config["widths"],
+                radial=config["radial"],
+                intrinsic_length=config["intrinsic_length"],
+                psi=config["psi"],
+                psi_decay=config["psi_decay"],
+                eps=config["eps"],
+                dtype=dtype,
+                device=device,
+                init=init,
+            )
+            for i in config["diagonal_layers"]:
+                lin = model.linears[i]
+                model.linears[i] = DiagonalLinear(
+                    lin.in_features, lin.out_features, dtype=dtype, device=device
+                )
+        except KeyError as e:
+            raise IsoproofError(
+                f"expected key {e} in the model config, got {sorted(config)}"
+            ) from None
+        except (TypeError, IndexError) as e:
+            raise IsoproofError(f"expected a valid model config, got {config!r} ({e})") from None
+        return model
+
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` of shape ``[..., n0]`` -> logits ``[..., nL]``."""
@@ -255,7 +312,7 @@ def count_parameters(model: nn.Module, *, hidden_only: bool = False) -> int:
     For an :class:`IsotropicMLP`: weights (diagonal layers count their diagonal), biases, psi
     vectors and intrinsic lengths, whether stored as parameters or buffers; with
     ``hidden_only=True`` only the weights of the hidden-to-hidden maps ``linears[1:-1]`` (the
-    count of ``../shared/notes`` §3). For any other module: its unique parameters. Either way a
+    count of ``docs/method.md`` §3). For any other module: its unique parameters. Either way a
     Parameter shared by several maps (NGC's input states) counts once.
     """
     if not isinstance(model, IsotropicMLP):

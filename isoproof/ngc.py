@@ -1,6 +1,6 @@
 """Neuronal Group Communication (NGC): weights as interactions of shared neuron-state embeddings.
 
-Maths (``../shared/notes/ngc-method.md``; Pei, Huang, Wang, arXiv 2510.16851). A *group* is a set
+Maths (``docs/ngc-method.md``; Pei, Huang, Wang, arXiv 2510.16851). A *group* is a set
 of affine maps ``k = 1..K`` that read inputs of the same width ``n``. Each member keeps its own
 *output states* ``B_k`` (``[m_k, r]``) and all members share one matrix of *input states* ``P``
 (``[n, r]``)::

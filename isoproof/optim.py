@@ -4,7 +4,7 @@ Every structural operation is, on each parameter it touches, a linear map ``p' =
 (``A`` acting on rows, ``B`` on columns; vectors use ``A`` only) plus an offset that the optimiser
 never sees (new outgoing columns, the ``o`` and psi corrections). :func:`apply_linear` is the one
 routine that applies such a map, to parameter values and to optimiser moments alike
-(``../shared/notes/isotropic-method.md`` §6):
+(``docs/method.md`` §6):
 
 * first moments (``exp_avg``, ``momentum_buffer``) go through the same map: exact, because the
   gradient of the reparameterised loss is the mapped gradient for orthogonal ``A``, ``B``;

@@ -1,7 +1,7 @@
 """The psi vectors of the generalised isotropic perceptron.
 
 ``psi[i]`` (shape ``[widths[i + 2]]``) is added, scaled by the previous layer's gain, to the
-pre-activation of ``linears[i + 1]`` (``../shared/notes/isotropic-method.md`` §2)::
+pre-activation of ``linears[i + 1]`` (``docs/method.md`` §2)::
 
     z_{i+1} = W_{i+1} a_i + b_{i+1} + psi[i] * g_i
 

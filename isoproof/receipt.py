@@ -10,7 +10,8 @@ Fields:
     params_before, params_after: stored numbers (:func:`isoproof.count_parameters`).
     singular_values: the singular values involved (removed ones for pruning), descending.
     bound: an upper bound on ``max |output change|`` (0.0 for exact operations; for pruning the
-        first-order bound of :mod:`isoproof.degeneration`). ``inf`` when no finite bound exists.
+        first-order bound of :mod:`isoproof.ops.neurodegeneration`). ``inf`` when no finite
+        bound exists.
     max_abs_change: measured ``max |f_after(x) - f_before(x)|`` on the ``probe=`` batch, else
         ``None``.
 

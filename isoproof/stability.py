@@ -2,7 +2,7 @@
 
 The paper defines "a neuronal stability metric (analogous to Lyapunov stability) that quantifies
 the contraction of neuron activations toward stable patterns during sequence processing"; its
-exact formula could not be read (``../shared/notes/ngc-method.md``). This module computes the
+exact formula could not be read (``docs/ngc-method.md``). This module computes the
 documented **proxy**, a finite-difference Lyapunov exponent: for successive states ``h_t``::
 
     lambda = mean_t log(|h_{t+1} - h_t| / |h_t - h_{t-1}|)        (negative: contracting)

@@ -3,7 +3,7 @@
 A standard MLP applies ``s`` to each coordinate: ``a_l = s(z_l)`` with ``z_l = W_l a_{l-1} + b_l``.
 It commutes only with (signed) permutations of a hidden layer, so none of isoproof's exact
 operations apply to it; it is the control of the paper's Exp 2 and Exp 6
-(``../shared/notes/isotropic-method.md`` §7).
+(``docs/method.md`` §7).
 
 * :func:`standard_mlp` builds ``nn.Sequential(Linear, act, Linear, act, ..., Linear)`` with the same
   initialisations as :class:`~isoproof.IsotropicMLP` (orthogonal weights and zero biases, or
@@ -34,7 +34,7 @@ from torch import nn
 
 from .exceptions import IsoproofError
 from .mlp import INIT_MODES, IsotropicMLP, _check_widths, initialise_linear
-from .surgery import check_model
+from .ops._surgery import check_model
 
 __all__ = ["ACTIVATIONS", "linear_layers", "paired_standard", "standard_mlp", "widths_of"]
 

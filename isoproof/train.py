@@ -1,6 +1,6 @@
 """Training loop for networks that change shape while they train.
 
-:func:`fit` is the paper's setup (``../shared/notes/isotropic-method.md`` §7): AdamW (lr 1e-3,
+:func:`fit` is the paper's setup (``docs/method.md`` §7): AdamW (lr 1e-3,
 weight decay 1e-3), mini-batches of 48, loss ``cross-entropy + model.penalty()`` (the psi decay
 ``0.1 sum |psi|^2`` of an :class:`~isoproof.IsotropicMLP`; nothing for a plain ``nn.Module``).
 After every epoch it may resize the model, always passing the optimiser so that its moments follow
@@ -44,15 +44,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, MultiTaskDataset
-from .degeneration import prune
-from .diagonalise import singular_values
 from .exceptions import IsoproofError, NonFiniteError, WidthError
-from .growth import grow
 from .mlp import IsotropicMLP, count_parameters
+from .ops._surgery import check_model
+from .ops.diagonalisation import singular_values
+from .ops.neurodegeneration import prune
+from .ops.neurogenesis import grow
+from .ops.scaffold import adapt as adapt_model
 from .receipt import Receipt
-from .scaffold import adapt as adapt_model
 from .standard import linear_layers, widths_of
-from .surgery import check_model
 
 __all__ = [
     "AdaptSchedule",

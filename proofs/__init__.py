@@ -16,7 +16,7 @@ is under 30 s. The slowest claim is ``diagonalisation.full`` (about 2.5 s).
 
 Example::
 
-    >>> import proofs
+    >>> import isoproof.proofs as proofs
     >>> report = proofs.run(["equivariance.reflection", "control.elementwise_tanh"])
     >>> report.ok, [r.status for r in report.results]
     (True, ['proved', 'refuted'])

@@ -17,8 +17,8 @@ explains the failure (``N'^2 - N^2 != 0``) it is reported first.
 
 Example::
 
-    >>> from proofs import controls
-    >>> from proofs._symbolic import nonzero_number
+    >>> from isoproof.proofs import controls
+    >>> from isoproof.proofs._symbolic import nonzero_number
     >>> nonzero_number(controls.elementwise_tanh())
     True
 """

@@ -24,7 +24,7 @@ exact expansion takes minutes; width 4 is covered by the ``4 x 2`` and ``2 x 4``
 
 Example::
 
-    >>> from proofs import diagonalisation
+    >>> from isoproof.proofs import diagonalisation
     >>> diagonalisation.factor_identity().is_zero_matrix
     True
 """

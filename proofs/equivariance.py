@@ -11,7 +11,7 @@ without one (``o = 0``); the general-``n`` statement is proven on matrix express
 
 Example::
 
-    >>> from proofs import equivariance
+    >>> from isoproof.proofs import equivariance
     >>> equivariance.rotation_without_length().is_zero_matrix
     True
 """

@@ -12,7 +12,7 @@ call :func:`degenerated_length` and :func:`degenerated_psi` below).
 Example::
 
     >>> import sympy as sp
-    >>> from proofs.expressions import activation_expression
+    >>> from isoproof.proofs.expressions import activation_expression
     >>> z, o, f = activation_expression(2)
     >>> value = f.subs({z[0]: 3, z[1]: 4, o: 0})
     >>> sp.simplify(value - sp.Matrix([3, 4]) * sp.tanh(5) / 5) == sp.zeros(2, 1)

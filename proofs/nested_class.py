@@ -17,7 +17,7 @@ layers, every entry symbolic), ``n = 2, 3, 4``, resizing the second hidden layer
 
 Example::
 
-    >>> from proofs import nested_class
+    >>> from isoproof.proofs import nested_class
     >>> nested_class.plain_member().is_zero_matrix
     True
 """

@@ -19,7 +19,7 @@ With ``sigma > 0`` the removal is not exact; the squared length changes by
 
 Example::
 
-    >>> from proofs import neurodegeneration
+    >>> from isoproof.proofs import neurodegeneration
     >>> neurodegeneration.any_width().is_zero_matrix
     True
 """

@@ -12,7 +12,7 @@ width) and with every entry symbolic at widths ``n = 2, 3, 4`` in the generalise
 
 Example::
 
-    >>> from proofs import neurogenesis
+    >>> from isoproof.proofs import neurogenesis
     >>> neurogenesis.exact().is_zero_matrix
     True
 """

@@ -6,7 +6,7 @@ a demonstrably non-zero number when a control fails as it must.
 
 Example::
 
-    >>> from proofs.registry import claims
+    >>> from isoproof.proofs.registry import claims
     >>> [c.id for c in claims() if c.kind == "control"][:1]
     ['control.elementwise_tanh']
 """
@@ -33,7 +33,7 @@ __all__ = ["SECTIONS", "Claim", "Kind", "claims", "get"]
 
 Kind = Literal["claim", "control"]
 
-#: Sections of the method note (``isotropic-method.md``) that the claims back.
+#: Sections of ``docs/method.md`` that the claims back.
 SECTIONS: tuple[str, ...] = (
     "§1 isotropic activations",
     "§2 generalised perceptron",

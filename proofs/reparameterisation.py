@@ -13,7 +13,7 @@ because the new pre-activation is ``Q^T z``, ``|Q^T z|^2 = |z|^2`` (argument ide
 
 Example::
 
-    >>> from proofs import reparameterisation
+    >>> from isoproof.proofs import reparameterisation
     >>> reparameterisation.plain().is_zero_matrix
     True
 """

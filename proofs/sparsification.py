@@ -17,7 +17,7 @@ identically zero. Biases, psi, ``o`` and the first and last maps are not counted
 
 Example::
 
-    >>> from proofs import sparsification
+    >>> from isoproof.proofs import sparsification
     >>> sparsification.count_formula(5, 3)  # 2 * 3**2 + 3 * 3
     27
 """

@@ -70,7 +70,7 @@ TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 @pytest.fixture(scope="module")
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
     """A data cache folder per test session and one torch thread (tiny matrices, shared cores)."""
-    from isoproof.experiments.common import single_thread
+    from isoproof.app.experiments.common import single_thread
 
     with pytest.MonkeyPatch.context() as mp, single_thread():
         mp.setenv("ISOPROOF_CACHE", str(tmp_path_factory.getbasetemp() / "isoproof-cache"))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import isoproof as ip
-from isoproof.cli import main
+from isoproof.app.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

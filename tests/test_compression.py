@@ -31,10 +31,10 @@ from benchmarks.compression import (
     summarise,
 )
 from isoproof.data import Dataset
-from isoproof.degeneration import remove_weakest
 from isoproof.ngc import NGCLinear
+from isoproof.ops._surgery import Surgery
+from isoproof.ops.neurodegeneration import remove_weakest
 from isoproof.standard import linear_layers
-from isoproof.surgery import Surgery
 from isoproof.train import evaluate
 
 SETTINGS = Settings(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from isoproof.cli import main as cli
-from isoproof.demo import run_demo
+from isoproof.app.cli import main as cli
+from isoproof.app.demo import run_demo
 
 
 def test_demo_quick(tmp_path, capsys):

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from isoproof.app.experiments import EXPERIMENTS, experiment_module, run_experiment
+from isoproof.app.experiments import invariance as inv
+from isoproof.app.experiments.common import Result, write_result
+from isoproof.app.experiments.plotting import figure, ridge, save_figure
 from isoproof.exceptions import IsoproofError
-from isoproof.experiments import EXPERIMENTS, experiment_module, run_experiment
-from isoproof.experiments import invariance as inv
-from isoproof.experiments.common import Result, write_result
-from isoproof.experiments.plotting import figure, ridge, save_figure
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import batch, make_model
-from onnx import numpy_helper
-from torch import nn
-
-import isoproof as ip
-from exporters import (
+from isoproof.exporters import (
     FORBIDDEN_OPS,
     OP_ALLOWLIST,
     ExportError,
@@ -32,8 +28,12 @@ from exporters import (
     read_onnx_metadata,
     verify_onnx,
 )
-from exporters.graph import ops_used
-from isoproof.cli import main
+from isoproof.exporters.graph import ops_used
+from onnx import numpy_helper
+from torch import nn
+
+import isoproof as ip
+from isoproof.app.cli import main
 from isoproof.io import model_digest
 
 WIDTHS = [6, 12, 10, 12, 3]

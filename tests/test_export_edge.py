@@ -16,9 +16,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-
-import isoproof as ip
-from exporters import (
+from isoproof.exporters import (
     ExportError,
     export_onnx,
     mobile_usability,
@@ -27,9 +25,11 @@ from exporters import (
     to_ort_format,
     verify_onnx,
 )
-from exporters.graph import norm_subgraphs, ops_used
-from exporters.runtime import ort_session
-from exporters.verify import TOLERANCES
+from isoproof.exporters.graph import norm_subgraphs, ops_used
+from isoproof.exporters.runtime import ort_session
+from isoproof.exporters.verify import TOLERANCES
+
+import isoproof as ip
 
 WIDTHS = [64, 64, 64, 10]
 

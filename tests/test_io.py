@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import isoproof as ip
-from isoproof.cli import main as cli
+from isoproof.app.cli import main as cli
 
 
 def resized_models():

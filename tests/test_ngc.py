@@ -315,7 +315,7 @@ def test_invalid_models_and_calibration_are_refused():
 # ---------------------------------------------------------------------------- ONNX
 def test_onnx_parity_and_shared_states_stored_once(tmp_path):
     onnx = pytest.importorskip("onnx")
-    from exporters import export_onnx, verify_onnx
+    from isoproof.exporters import export_onnx, verify_onnx
 
     model = make_model([16, 12, 12, 12, 12, 3], seed=16, dtype=torch.float32)
     x = batch(16, 200, seed=17, dtype=torch.float32)
@@ -387,7 +387,7 @@ def test_stability_along_a_sequence_and_skipped_layers():
 # ---------------------------------------------------------------------------- CLI
 def test_cli_compresses_and_exports(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from isoproof.cli import main
+    from isoproof.app.cli import main
 
     model = make_model([64, 24, 24, 24, 10], seed=22, dtype=torch.float32)
     src = ip.save(model, tmp_path / "m.safetensors")

@@ -171,7 +171,7 @@ def test_commit_rolls_back_if_writing_fails(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("isoproof.surgery.write_moments", boom)
+    monkeypatch.setattr("isoproof.ops._surgery.write_moments", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         ip.grow(model, 1, n=2, optimizer=opt)
     assert model.widths == WIDTHS

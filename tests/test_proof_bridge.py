@@ -12,9 +12,9 @@ import pytest
 import sympy as sp
 import torch
 from conftest import make_model
+from isoproof.proofs.expressions import activation_expression, degeneration_update
 
 import isoproof as ip
-from proofs.expressions import activation_expression, degeneration_update
 
 
 @pytest.mark.parametrize("n", [1, 3, 6])

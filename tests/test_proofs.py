@@ -13,9 +13,8 @@ from typing import cast
 
 import pytest
 import sympy as sp
-
-from proofs import expressions, registry, runner
-from proofs._symbolic import (
+from isoproof.proofs import expressions, registry, runner
+from isoproof.proofs._symbolic import (
     cayley,
     forward,
     g,
@@ -25,9 +24,9 @@ from proofs._symbolic import (
     reduce,
     trace_residual,
 )
-from proofs.neurodegeneration import degenerate, silence
-from proofs.registry import Claim, Kind, claims
-from proofs.report import Result
+from isoproof.proofs.neurodegeneration import degenerate, silence
+from isoproof.proofs.registry import Claim, Kind, claims
+from isoproof.proofs.report import Result
 
 CLAIMS = claims()
 JSON_KEYS = {"id", "statement", "section", "kind", "holds", "residual", "seconds"}
@@ -310,7 +309,7 @@ _BROKEN_LENGTHS = {
 def test_broken_activation_fails_the_claims(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gain's argument and the recorded ``N^2`` come from one object: breaking the length
     must make claims fail through the ordinary runner (it once left all 24 "proved")."""
-    from proofs import _symbolic, equivariance
+    from isoproof.proofs import _symbolic, equivariance
 
     broken = _BROKEN_LENGTHS[name]
     monkeypatch.setattr(_symbolic, "radial_length", broken)

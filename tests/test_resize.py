@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import isoproof as ip
-from isoproof.degeneration import remove_weakest
-from isoproof.surgery import Surgery
+from isoproof.ops._surgery import Surgery
+from isoproof.ops.neurodegeneration import remove_weakest
 from isoproof.testing import assert_function_preserved, random_orthogonal
 
 WIDTHS = [6, 8, 7, 7, 3]

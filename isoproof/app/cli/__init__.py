@@ -1,0 +1,81 @@
+"""The ``isoproof`` command line.
+
+Each subcommand lives in its own module ``isoproof/cli/cmd_<name>.py`` exposing
+``register(subparsers)``, which adds a parser and sets ``run=callable(args) -> int``. Modules are
+discovered automatically, so adding a command never edits this file. Heavy imports happen inside
+``run`` so that ``isoproof --version`` stays instant.
+
+Errors: bad arguments, missing files and every :class:`~isoproof.IsoproofError` print one line
+(``isoproof <command>: error: ...``) and exit with status 2; unexpected failures print one line and
+exit 1 (set ``ISOPROOF_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ..._version import __version__
+
+__all__ = ["CliError", "main"]
+
+
+class CliError(Exception):
+    """A user error detected by a command (printed as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="isoproof",
+        description="Grow, shrink, sparsify, prove and export isotropic neural networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"isoproof {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    package = importlib.import_module(__name__)
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        parser.print_help()
+        return 2
+    prog = f"isoproof {args.command}"
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        if os.environ.get("ISOPROOF_DEBUG"):
+            raise
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("ISOPROOF_DEBUG"):
+            raise
+        print(
+            f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(set ISOPROOF_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return " ".join(text.split())

@@ -1,0 +1,51 @@
+"""Helpers shared by the subcommands: argument parsing and model loading with clear errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["existing_file", "load_model", "pair", "parse_widths"]
+
+
+def existing_file(value: str) -> Path:
+    """argparse type: a path that must exist (one-line error otherwise)."""
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"expected an existing file, got {value!r} (not found)")
+    return path
+
+
+def pair(first: type, second: type, sep: str, example: str, flag: str):
+    """argparse type for ``"A<sep>B"``, e.g. ``pair(int, float, ",", "5,0.95", "--adapt")``."""
+
+    def parse(value: str) -> tuple[object, object]:
+        try:
+            a, b = value.split(sep)
+            return first(a), second(b)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {flag} like {example}, got {value!r}"
+            ) from None
+
+    return parse
+
+
+def parse_widths(value: str) -> list[int]:
+    """argparse type: ``"64,128,128,10"`` -> ``[64, 128, 128, 10]``."""
+    try:
+        widths = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 64,128,10, got {value!r}"
+        ) from None
+    if len(widths) < 2 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected at least two widths >= 1, got {value!r}")
+    return widths
+
+
+def load_model(path: Path):
+    """:func:`isoproof.load` (a missing or damaged file raises ``CheckpointError``: one line)."""
+    from ...io import load
+
+    return load(path)

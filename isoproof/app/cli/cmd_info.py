@@ -1,0 +1,72 @@
+"""``isoproof info MODEL``: widths, parameters and per-layer singular values of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import existing_file, load_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a saved model (widths, parameters, spectra)")
+    p.add_argument("model", type=existing_file, help="a .safetensors file written by isoproof")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.1,
+        help="count singular values at or below this (default 0.1)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...io import read_metadata
+    from ...ops.diagonalisation import singular_values
+    from ...table import format_table
+
+    model = load_model(args.model)
+    meta = read_metadata(args.model)
+    cfg = model.config()
+    print(f"{args.model}  (isoproof {meta.get('isoproof_version', '?')})")
+    print(f"widths            {cfg['widths']}")
+    print(
+        f"radial            {cfg['radial']}   intrinsic length: {cfg['intrinsic_length']}   "
+        f"psi: {cfg['psi']}   dtype: {cfg['dtype']}"
+    )
+    print(
+        f"stored parameters {model.count_parameters()}  "
+        f"(hidden-to-hidden weights {model.count_parameters(hidden_only=True)})"
+    )
+    rows = []
+    for i, lin in enumerate(model.linears):
+        s = singular_values(model, i)
+        kind = "diagonal" if i in cfg["diagonal_layers"] else "dense"
+        o = float(model.activations[i].o.detach()) if i < len(model.activations) else None
+        rows.append(
+            [
+                i,
+                f"{lin.in_features}->{lin.out_features}",
+                kind,
+                float(s.max()),
+                float(s.median()),
+                float(s.min()),
+                int((s <= args.threshold).sum()),
+                o,
+            ]
+        )
+    print(
+        format_table(
+            [
+                "map",
+                "shape",
+                "storage",
+                "sigma max",
+                "sigma median",
+                "sigma min",
+                f"<= {args.threshold:g}",
+                "o",
+            ],
+            rows,
+        )
+    )
+    return 0

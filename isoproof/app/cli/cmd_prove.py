@@ -1,0 +1,25 @@
+"""``isoproof prove``: run the SymPy proofs of every invariance (same as ``python -m proofs``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from isoproof.proofs.runner import (
+        add_arguments,  # SymPy is imported lazily by the runner's checks
+    )
+
+    p = sub.add_parser(
+        "prove",
+        help="check the symbolic proofs (table, JSON and JUnit reports)",
+        description="Exit 0 iff every claim holds and every negative control is refuted.",
+    )
+    add_arguments(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from isoproof.proofs.runner import run_from_args
+
+    return int(run_from_args(args))

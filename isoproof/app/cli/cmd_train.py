@@ -1,0 +1,123 @@
+"""``isoproof train``: train an isotropic MLP on a data set and save it (safetensors).
+
+Example::
+
+    isoproof train --data digits --widths 64,128,128,10 --epochs 20 --adapt 5,0.95 \
+        -o model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import CliError
+from ._common import pair, parse_widths
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an isotropic MLP (optionally with the scaffold buffer) and save it",
+        description="Train with AdamW and cross-entropy + psi penalty; see isoproof.train.fit.",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="SPEC",
+        help="digits | mnist1d | cifar10:PATH (a folder with the CIFAR-10 python batches)",
+    )
+    p.add_argument(
+        "--widths",
+        required=True,
+        type=parse_widths,
+        help="comma-separated widths, input and output included, e.g. 64,128,128,10",
+    )
+    p.add_argument("--epochs", required=True, type=int, help="number of epochs")
+    p.add_argument(
+        "--adapt",
+        type=pair(int, float, ",", "5,0.95", "--adapt K,THETA"),
+        metavar="K,THETA",
+        help="run the scaffold buffer after every epoch (paper: 5,0.95)",
+    )
+    p.add_argument(
+        "--width-schedule",
+        type=parse_widths,
+        metavar="W1,W2,...",
+        help="hidden target widths reached linearly at the last epoch (neuroabundance)",
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="AdamW weight decay (1e-3)")
+    p.add_argument("--batch-size", type=int, default=48, help="mini-batch size (default 48)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed")
+    p.add_argument(
+        "--psi",
+        default="decay",
+        choices=("decay", "trainable", "constant", "none"),
+        help="psi mode (default decay)",
+    )
+    p.add_argument(
+        "--intrinsic-length",
+        default="trainable",
+        choices=("trainable", "constant", "none"),
+        help="intrinsic length o (default trainable)",
+    )
+    p.add_argument("--threads", type=int, help="torch threads (small models: 1 is fastest)")
+    p.add_argument("--history", metavar="PATH", help="also write the training history as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("-o", "--output", required=True, help="where to save the model (.safetensors)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from ...data import load_dataset
+    from ...files import atomic_write_text
+    from ...io import save
+    from ...mlp import IsotropicMLP
+    from ...train import AdaptSchedule, fit
+
+    if args.epochs < 1:
+        raise CliError(f"expected --epochs >= 1, got {args.epochs}")
+    if args.adapt and args.width_schedule:
+        raise CliError("expected at most one of --adapt and --width-schedule, got both")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"expected --threads >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    data = load_dataset(args.data, seed=args.seed)
+    if args.widths[0] != data.n_features or args.widths[-1] != data.n_classes:
+        raise CliError(
+            f"expected --widths to start with {data.n_features} and end with {data.n_classes} "
+            f"for {data.name}, got {','.join(map(str, args.widths))}"
+        )
+    model = IsotropicMLP(
+        args.widths,
+        psi=args.psi,
+        intrinsic_length=args.intrinsic_length,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    adapt = AdaptSchedule(*args.adapt) if args.adapt else None
+    history = fit(
+        model,
+        data,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        adapt=adapt,
+        width_schedule=args.width_schedule,
+        seed=args.seed,
+        verbose=not args.quiet,
+    )
+    path = save(model, args.output)
+    if args.history:
+        atomic_write_text(args.history, json.dumps(history.to_dict(), indent=1) + "\n")
+    print(
+        f"{path}: {data.name}, widths {model.widths}, test accuracy "
+        f"{history.test_accuracy[-1]:.2%} after {args.epochs} epochs, "
+        f"{model.count_parameters()} stored parameters"
+    )
+    return 0

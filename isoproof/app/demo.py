@@ -1,0 +1,303 @@
+"""The end-to-end demo behind ``make demo`` and ``isoproof demo``.
+
+Steps (each prints one line; the summary table comes last):
+
+1. **prove**: every SymPy claim holds and every negative control fails (``proofs/``);
+2. **exact surgery**: a 6-hidden-layer float64 model is left-diagonalised, grown, pruned back and
+   sparsified; the function change is measured (expected ~1e-15);
+3. **train** ``[64, 128, 128, 128, 10]`` on sklearn digits with the scaffold buffer (the paper's
+   ``buffer=5, threshold=0.95``): the hidden layers shrink while it learns;
+4. **prune** every neuron with ``sigma <= 0.1``, then **sparsify** (exact);
+5. **save** (safetensors) and reload: bit-identical outputs;
+6. **export** to ONNX, **verify** it in onnxruntime and the ONNX reference evaluator on the test
+   set and adversarial rows, and time it against the export of the dense trained model.
+
+Outputs go to ``out/demo`` (``--out``): the model, the ONNX files, ``proofs.json``,
+``summary.json`` and two plots (``training.png``: accuracy and widths per epoch; ``spectra.png``:
+singular values of every map after training and after pruning).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import ops
+from ..files import atomic_write_text
+from ..io import load, save
+from ..mlp import IsotropicMLP
+from ..ops.neurodegeneration import prune, prune_below
+from ..table import format_table
+
+__all__ = ["run_demo"]
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(-1) == y).double().mean())
+
+
+def _max_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().double() - b.detach().double()).abs().max())
+
+
+def _latencies_ms(paths: dict[str, Path], x: np.ndarray, runs: int) -> dict[str, float]:
+    """Median ORT latency (one thread, ms) of each file, in interleaved rounds."""
+    from isoproof.exporters.runtime import interleaved_medians, ort_session
+
+    sessions = {name: ort_session(path, threads=1) for name, path in paths.items()}
+    calls = {n: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for n, s in sessions.items()}
+    return {name: 1e3 * t for name, t in interleaved_medians(calls, runs).items()}
+
+
+def _exact_surgery() -> list[list[object]]:
+    """Step 2: the table of issue 2 (6 hidden layers, float64)."""
+    g = torch.Generator().manual_seed(0)
+    model = IsotropicMLP([32] + [64] * 6 + [10], dtype=torch.float64, generator=g)
+    with torch.no_grad():  # non-trivial biases, psi and o, so nothing is exact by accident
+        for lin in model.linears:
+            lin.bias.copy_(0.3 * torch.randn(lin.bias.shape, generator=g, dtype=torch.float64))
+        for p in model.psi:
+            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+        for act in model.activations:
+            act.set_o(0.2)
+    x = torch.randn(256, 32, generator=g, dtype=torch.float64)
+    y0 = model(x).detach()
+    rows: list[list[object]] = [
+        [
+            "dense",
+            model.widths,
+            model.count_parameters(),
+            model.count_parameters(hidden_only=True),
+            0.0,
+        ]
+    ]
+    steps = [
+        ("left_diagonalise(3)", lambda: ops.left_diagonalise(model, 3, probe=x)),
+        ("grow(2, n=8)", lambda: ops.grow(model, 2, 8, probe=x)),
+        ("prune(2, n=8)", lambda: prune(model, 2, 8, probe=x)),
+        ("sparsify()", lambda: ops.sparsify(model, probe=x)),
+    ]
+    for name, op in steps:
+        op()
+        rows.append(
+            [
+                name,
+                model.widths,
+                model.count_parameters(),
+                model.count_parameters(hidden_only=True),
+                _max_change(model(x), y0),
+            ]
+        )
+    return rows
+
+
+def run_demo(
+    out: str | Path = "out/demo",
+    *,
+    epochs: int = 25,
+    seed: int = 0,
+    prove: bool = True,
+    latency_runs: int = 300,
+) -> dict[str, Any]:
+    """Run the demo; returns the summary (also written to ``out/summary.json``)."""
+    from isoproof.exporters import export_onnx, verify_onnx
+
+    from ..data import load_digits
+    from ..train import AdaptSchedule, fit
+    from .experiments.plotting import figure, save_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    torch.manual_seed(seed)
+
+    if prove:
+        from isoproof.proofs.runner import run as run_proofs
+
+        t0 = time.perf_counter()
+        report = run_proofs()
+        atomic_write_text(out / "proofs.json", report.to_json())
+        claims = [r for r in report.results if r.kind == "claim"]
+        controls = [r for r in report.results if r.kind == "control"]
+        summary["proofs"] = {
+            "ok": report.ok,
+            "claims": len(claims),
+            "controls": len(controls),
+            "seconds": time.perf_counter() - t0,
+        }
+        _say(
+            f"[1/6] proofs: {sum(r.holds for r in claims)}/{len(claims)} claims proved, "
+            f"{sum(not r.holds for r in controls)}/{len(controls)} negative controls refuted "
+            f"({summary['proofs']['seconds']:.1f} s) -> {out / 'proofs.json'}"
+        )
+        if not report.ok:
+            raise RuntimeError("the proofs did not all pass: see proofs.json")
+
+    surgery = _exact_surgery()
+    summary["exact_surgery"] = surgery
+    _say(
+        "[2/6] exact surgery on a 6-hidden-layer float64 model:\n"
+        + format_table(
+            ["operation", "widths", "params", "hidden-to-hidden", "max |f - f_dense|"], surgery
+        )
+    )
+
+    data = load_digits(seed=seed)
+    x, y = data.x_test, data.y_test
+    widths = [data.n_features, 128, 128, 128, data.n_classes]
+    model = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed))
+    static = copy.deepcopy(model)  # same initial weights, trained without the scaffold buffer
+    t0 = time.perf_counter()
+    history = fit(
+        model,
+        data,
+        epochs=epochs,
+        lr=3e-3,
+        seed=seed,
+        verbose=False,
+        adapt=AdaptSchedule(buffer=5, threshold=0.95),
+    )
+    fit(static, data, epochs=epochs, lr=3e-3, seed=seed, verbose=False)
+    _say(
+        f"[3/6] trained on digits for {epochs} epochs with the scaffold buffer (5, 0.95): "
+        f"widths {history.widths[0]} -> {model.widths}, test accuracy "
+        f"{history.test_accuracy[-1]:.2%} (static {widths}: {_accuracy(static, x, y):.2%}; "
+        f"both runs {time.perf_counter() - t0:.1f} s)"
+    )
+    trained = copy.deepcopy(model)
+    y_trained = trained(x).detach()
+    spectra_before = [
+        ops.singular_values(model, i).tolist() for i in range(model.num_layers)
+    ]
+
+    pruned = prune_below(model, 0.1, probe=x)
+    sparse = ops.sparsify(model, probe=x)
+    _say(
+        f"[4/6] prune_below(0.1): widths {list(pruned.widths_before)} -> {model.widths}, "
+        f"max change {pruned.max_abs_change:.2g} (bound {pruned.bound:.2g}); sparsify: "
+        f"params {sparse.params_before} -> {sparse.params_after}, "
+        f"max change {sparse.max_abs_change:.2g}"
+    )
+
+    path = save(model, out / "model.safetensors")
+    reloaded = load(path)
+    identical = bool(torch.equal(reloaded(x), model(x)))
+    _say(
+        f"[5/6] saved {path} ({path.stat().st_size} bytes); reloaded outputs identical: {identical}"
+    )
+
+    onnx_path = export_onnx(model, out / "model.onnx")
+    report = verify_onnx(onnx_path, model, inputs=x, labels=y)
+    x1 = x[:1].numpy().astype(np.float32)
+    paths = {"final": onnx_path}
+    for name, net in (("static", static), ("trained", trained)):
+        paths[name] = export_onnx(net, out / f"{name}.onnx")
+    latency = _latencies_ms(paths, x1, latency_runs)
+    _say(
+        f"[6/6] exported {onnx_path}: max |onnx - torch| {report.max_abs:.2g} over "
+        f"{len(report.results)} input sets, ops {sorted(report.ops)}, verification "
+        f"{'passed' if report.ok else 'FAILED'}"
+    )
+
+    acc = {
+        "static": _accuracy(static, x, y),
+        "trained": _accuracy(trained, x, y),
+        "final": _accuracy(model, x, y),
+    }
+    rows = [
+        [
+            "static net, no scaffold buffer",
+            f"{acc['static']:.2%}",
+            static.widths,
+            static.count_parameters(),
+            "-",
+            "-",
+            f"{latency['static'] * 1e3:.0f} us",
+        ],
+        [
+            "trained with scaffold buffer",
+            f"{acc['trained']:.2%}",
+            trained.widths,
+            trained.count_parameters(),
+            "-",
+            "-",
+            f"{latency['trained'] * 1e3:.0f} us",
+        ],
+        [
+            "+ prune_below(0.1) + sparsify",
+            f"{acc['final']:.2%}",
+            model.widths,
+            model.count_parameters(),
+            f"{_max_change(model(x), y_trained):.2g}",
+            f"{report.max_abs:.2g}",
+            f"{latency['final'] * 1e3:.0f} us",
+        ],
+    ]
+    table = format_table(
+        [
+            "model",
+            "test accuracy",
+            "widths",
+            "stored params",
+            "max |logit change|",
+            "ONNX parity",
+            "ORT latency (b=1)",
+        ],
+        rows,
+    )
+
+    fig, (ax1, ax2) = figure(1, 2, size=(10, 3.6))
+    ax1.plot(history.epoch, [100 * a for a in history.test_accuracy], label="test")
+    ax1.plot(history.epoch, [100 * a for a in history.train_accuracy], label="train")
+    ax1.set(xlabel="epoch", ylabel="accuracy (%)", title="digits, scaffold buffer (5, 0.95)")
+    ax1.legend()
+    for h in range(len(history.widths[0]) - 2):
+        ax2.plot(history.epoch, [w[h + 1] for w in history.widths], label=f"hidden {h}")
+    ax2.set(xlabel="epoch", ylabel="neurons", title="widths while training")
+    ax2.legend()
+    training_png = save_figure(fig, out / "training.png")
+    fig, axes = figure(1, 2, size=(10, 3.6))
+    spectra_after = [
+        ops.singular_values(model, i).tolist() for i in range(model.num_layers)
+    ]
+    for ax, spectra, title in (
+        (axes[0], spectra_before, "after training (scaffold buffer)"),
+        (axes[1], spectra_after, "after prune_below(0.1) + sparsify"),
+    ):
+        for i, s in enumerate(spectra):
+            ax.plot(range(1, len(s) + 1), s, marker=".", label=f"map {i}")
+        ax.axhline(0.1, ls="--", c="grey", lw=1, label="0.1")
+        ax.axhline(0.95, ls=":", c="grey", lw=1, label="0.95 (buffer)")
+        ax.set(xlabel="neuron (sorted)", ylabel="singular value", title=title, yscale="log")
+        ax.legend(fontsize=8)
+    spectra_png = save_figure(fig, out / "spectra.png")
+    summary.update(
+        accuracy=acc,
+        widths={"start": widths, "trained": trained.widths, "final": model.widths},
+        params={
+            "static": static.count_parameters(),
+            "trained": trained.count_parameters(),
+            "final": model.count_parameters(),
+        },
+        function_change={"prune_below": pruned.max_abs_change, "sparsify": sparse.max_abs_change},
+        reload_identical=identical,
+        onnx={"max_abs": report.max_abs, "ok": report.ok, "ops": report.ops},
+        latency_ms=latency,
+        files=[str(p) for p in (path, onnx_path, training_png, spectra_png)]
+        + ([str(out / "proofs.json")] if prove else []),
+    )
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    _say("\n" + table)
+    _say("\nwrote: " + ", ".join(summary["files"]) + f", {out / 'summary.json'}")
+    return summary

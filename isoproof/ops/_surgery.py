@@ -1,0 +1,331 @@
+"""``Surgery``: the transactional workspace behind every structural operation.
+
+An operation never edits the model while it works. It opens a ``Surgery``, which holds float64
+copies of every weight, bias, psi vector and intrinsic length (and of the optimiser's moments),
+edits those copies, and calls :meth:`Surgery.commit`, which writes everything back in one step and
+returns the :class:`~isoproof.receipt.Receipt`. Any error before the commit leaves the model and
+optimiser untouched; an error during it is rolled back.
+
+The one primitive that all exact operations are built from is a change of basis of one *space*:
+
+* space ``-1`` is the input, ``0 .. L-2`` the hidden layers (output of ``linears[h]``), ``L-1``
+  the output. A matrix ``A`` of shape ``[n_new, n_old]`` maps the space's coordinates;
+* incoming side (spaces >= 0): ``W_h <- A W_h``, ``b_h <- A b_h``, ``psi[h-1] <- A psi[h-1]``;
+* outgoing side (spaces < L-1): ``W_{h+1} <- W_{h+1} A^T``.
+
+For orthogonal ``A`` this is the reparameterisation
+``W2 f(W1 a + b1) = (W2 Q) f(Q^T W1 a + Q^T b1)`` (exact: see ``proofs/reparameterisation.py``);
+zero rows of ``A`` append neurons, dropped rows remove them. Moments follow through
+:func:`isoproof.optim.apply_linear`, so optimiser state is handled by one routine for every
+operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._validate import check_int
+from ..diagonal import DiagonalLinear
+from ..exceptions import LayerIndexError, NonFiniteError, NotIsotropicError
+from ..mlp import IsotropicMLP, count_parameters
+from ..optim import (
+    FIRST_MOMENTS,
+    apply_linear,
+    check_optimizer,
+    read_moments,
+    write_moments,
+)
+from ..receipt import Receipt
+
+__all__ = [
+    "Surgery",
+    "check_layer",
+    "check_maps",
+    "check_model",
+    "embedding",
+    "output_change",
+    "pad_to_rows",
+]
+
+F64 = torch.float64
+
+
+def check_model(model: object) -> IsotropicMLP:
+    """Return ``model`` if it is an :class:`IsotropicMLP`, else raise :class:`NotIsotropicError`."""
+    if not isinstance(model, IsotropicMLP):
+        raise NotIsotropicError(
+            "expected an isoproof.IsotropicMLP (its activations commute with rotations), "
+            f"got {type(model).__name__}"
+        )
+    return model
+
+
+def check_maps(model: IsotropicMLP) -> IsotropicMLP:
+    """Raise :class:`NotIsotropicError` unless every affine map is an ``nn.Linear`` or a
+    :class:`DiagonalLinear` (a commit or a checkpoint would silently densify any other map, such
+    as :class:`isoproof.ngc.NGCLinear`; reading ``.weight`` is fine)."""
+    for i, lin in enumerate(model.linears):
+        if not isinstance(lin, nn.Linear | DiagonalLinear):
+            raise NotIsotropicError(
+                f"expected linears[{i}] to be an nn.Linear or DiagonalLinear, got "
+                f"{type(lin).__name__} (structural operations and save would densify it)"
+            )
+    return model
+
+
+def check_layer(layer: object, widths: list[int], *, lo: int = 0, hi: int | None = None) -> int:
+    """Validate a layer index in ``[lo, hi]`` (default: hidden layers ``[0, L-2]``)."""
+    hi = len(widths) - 3 if hi is None else hi
+    check_int(layer, "the layer index", error=LayerIndexError)
+    if not lo <= layer <= hi:
+        if hi < lo:
+            raise LayerIndexError(
+                f"expected a model with a layer index in [{lo}, {lo}], but widths "
+                f"{widths} have no such layer (got layer {layer})"
+            )
+        raise LayerIndexError(f"expected layer in [{lo}, {hi}] for widths {widths}, got {layer}")
+    return layer
+
+
+def pad_to_rows(S: torch.Tensor, rows: int) -> torch.Tensor:
+    """Singular values padded with zeros to one per row (rows beyond the rank: sigma = 0)."""
+    return torch.cat([S, S.new_zeros(rows - S.numel())]) if S.numel() < rows else S
+
+
+def embedding(n_old: int, n_new: int) -> torch.Tensor:
+    """``[n_new, n_old]`` change of basis keeping the first ``min(n_old, n_new)`` coordinates:
+    zero rows append neurons (``n_new > n_old``), missing rows drop the last ones."""
+    A = torch.zeros(n_new, n_old, dtype=F64)
+    k = min(n_old, n_new)
+    A[:k, :k] = torch.eye(k, dtype=F64)
+    return A
+
+
+class Surgery:
+    """Float64 working copy of a model (and optimiser moments) with a transactional commit."""
+
+    def __init__(self, model: object, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.model = check_model(model)
+        check_optimizer(optimizer)
+        self.optimizer = optimizer
+        self.widths_before = tuple(self.model.widths)
+        self.params_before = count_parameters(self.model)
+        m = self.model
+        with torch.no_grad():
+            self.W = [lin.weight.detach().to(F64).clone() for lin in m.linears]
+            self.b = [lin.bias.detach().to(F64).clone() for lin in m.linears]
+            self.psi = [p.detach().to(F64).clone() for p in m.psi]
+            self.o = [act.o.detach().to(F64).clone() for act in m.activations]
+        self.diagonal = [isinstance(lin, DiagonalLinear) for lin in m.linears]
+        self._check_finite()
+        self._params = self._slot_params()
+        moments = read_moments(optimizer, self._params)
+        for (kind, i), ms in moments.items():
+            if kind == "W" and self.diagonal[i]:  # the workspace is dense: embed the diagonal
+                for name, v in ms.items():
+                    ms[name] = _embed_diagonal(v, self.W[i].shape)
+        self.moments: dict[Hashable, dict[str, torch.Tensor]] = moments
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def num_layers(self) -> int:
+        return len(self.W)
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.W[0].shape[1]] + [w.shape[0] for w in self.W]
+
+    def check_hidden(self, layer: object, *, lo: int = 0, hi: int | None = None) -> int:
+        """Validate a hidden-layer index in ``[lo, hi]`` (default ``[0, L-2]``)."""
+        return check_layer(layer, self.widths, lo=lo, hi=hi)
+
+    def svd(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Full SVD of ``W_i`` in float64: ``W = R diag(S) Vh``, ``S`` padded with zeros to
+        ``out`` entries (structurally zero rows count as neurons with sigma = 0)."""
+        R, S, Vh = torch.linalg.svd(self.W[i], full_matrices=True)
+        return R, pad_to_rows(S, self.W[i].shape[0]), Vh
+
+    # ----------------------------------------------------------------- editing
+    def change_basis(self, space: int, A: torch.Tensor) -> None:
+        """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc."""
+        L = self.num_layers
+        A = A.to(dtype=F64, device=self.W[0].device)
+        if space >= 0:
+            self._map(("W", space), A, None)
+            self._map(("b", space), A, None)
+            if space >= 1:
+                self._map(("psi", space - 1), A, None)
+            self.diagonal[space] = False
+        if space < L - 1:
+            self._map(("W", space + 1), None, A)
+            self.diagonal[space + 1] = False
+
+    def _map(self, slot: tuple[str, int], rows: torch.Tensor | None, cols: torch.Tensor | None):
+        store = {"W": self.W, "b": self.b, "psi": self.psi}[slot[0]]
+        store[slot[1]] = apply_linear(store[slot[1]], rows, cols)
+        for name, v in self.moments.get(slot, {}).items():
+            second = name not in FIRST_MOMENTS
+            self.moments[slot][name] = apply_linear(v, rows, cols, second_moment=second)
+
+    def set_diagonal(self, i: int) -> None:
+        """Mark ``linears[i]`` to be stored as a :class:`DiagonalLinear` (off-diagonals dropped)."""
+        k = min(self.W[i].shape)
+        d = torch.diagonal(self.W[i])[:k].clone()
+        self.W[i] = _embed_diagonal(d, self.W[i].shape)
+        self.diagonal[i] = True
+
+    # ----------------------------------------------------------------- commit
+    def commit(
+        self,
+        op: str,
+        layer: int | tuple[int, ...] | None,
+        *,
+        singular_values: torch.Tensor | tuple[float, ...] = (),
+        bound: float = 0.0,
+        probe: torch.Tensor | None = None,
+        probe_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Receipt:
+        """Write the workspace into the model (and optimiser) atomically; return the receipt.
+
+        ``probe``: a batch on which the output change is measured (``max_abs_change``);
+        ``probe_map`` turns it into the new model's input when the input width changed.
+        """
+        check_maps(self.model)
+        self._check_finite()
+        before = _eval(self.model, probe) if probe is not None else None
+        undo: list[Callable[[], None]] = []
+        try:
+            new_params = self._write(undo)
+            write_moments(self.optimizer, self._params, new_params, self._final_moments())
+        except BaseException:
+            for step in reversed(undo):
+                step()
+            raise
+        change = None
+        if probe is not None and before is not None:
+            after = _eval(self.model, probe_map(probe) if probe_map else probe)
+            change = output_change(before, after)
+        return Receipt(
+            op=op,
+            layer=layer,
+            widths_before=self.widths_before,
+            widths_after=tuple(self.model.widths),
+            params_before=self.params_before,
+            params_after=count_parameters(self.model),
+            singular_values=tuple(float(s) for s in singular_values),
+            bound=float(bound),
+            max_abs_change=change,
+        )
+
+    def _write(self, undo: list[Callable[[], None]]) -> dict[Hashable, nn.Parameter]:
+        m = self.model
+        dtype, device = m.dtype, m.device
+
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype=dtype, device=device)
+
+        with torch.no_grad():
+            for i, lin in enumerate(list(m.linears)):
+                out_f, in_f = self.W[i].shape
+                want = DiagonalLinear if self.diagonal[i] else nn.Linear
+                same = type(lin) is want and tuple(lin.weight.shape) == (out_f, in_f)
+                if same:
+                    w_param = lin.diagonal if self.diagonal[i] else lin.weight
+                    w_new = torch.diagonal(self.W[i]) if self.diagonal[i] else self.W[i]
+                    for p, value in ((w_param, w_new), (lin.bias, self.b[i])):
+                        old = p.detach().clone()
+                        undo.append(lambda p=p, old=old: p.data.copy_(old))
+                        p.copy_(cast(value))
+                    continue
+                new = _make_linear(want, in_f, out_f, dtype, device)
+                if self.diagonal[i]:
+                    new.diagonal.copy_(cast(torch.diagonal(self.W[i])))
+                else:
+                    new.weight.copy_(cast(self.W[i]))
+                new.bias.copy_(cast(self.b[i]))
+                for p_new, p_old in zip(new.parameters(), lin.parameters(), strict=False):
+                    p_new.requires_grad_(p_old.requires_grad)
+                undo.append(lambda i=i, lin=lin: m.linears.__setitem__(i, lin))
+                m.linears[i] = new
+            for i, value in enumerate(self.psi):
+                p = m.psi[i]
+                if p.shape == value.shape:
+                    old = p.detach().clone()
+                    undo.append(lambda p=p, old=old: p.data.copy_(old))
+                    p.copy_(cast(value))
+                else:
+                    requires_grad = p.requires_grad
+                    undo.append(lambda i=i, p=p: m.psi.set(i, p))
+                    m.psi.set(i, cast(value))
+                    m.psi[i].requires_grad_(requires_grad)
+            for act, value in zip(m.activations, self.o, strict=True):
+                old_o = float(act.o.detach())
+                if float(value) != old_o:
+                    undo.append(lambda act=act, old_o=old_o: act.set_o(old_o))
+                    act.set_o(float(value))
+        return self._slot_params()
+
+    def _final_moments(self) -> dict[Hashable, dict[str, torch.Tensor]]:
+        out: dict[Hashable, dict[str, torch.Tensor]] = {}
+        for slot, ms in self.moments.items():
+            kind, i = slot  # type: ignore[misc]
+            if kind == "W" and self.diagonal[i]:
+                out[slot] = {n: torch.diagonal(v).clone() for n, v in ms.items()}
+            else:
+                out[slot] = ms
+        return out
+
+    def _slot_params(self) -> dict[Hashable, nn.Parameter]:
+        m = self.model
+        params: dict[Hashable, nn.Parameter] = {}
+        for i, lin in enumerate(m.linears):
+            params["W", i] = lin.diagonal if isinstance(lin, DiagonalLinear) else lin.weight
+            params["b", i] = lin.bias
+        if m.psi.trainable:
+            for i in range(len(m.psi)):
+                params["psi", i] = m.psi[i]  # type: ignore[assignment]
+        return params
+
+    def _check_finite(self) -> None:
+        for name, store in (("weight", self.W), ("bias", self.b), ("psi", self.psi), ("o", self.o)):
+            for i, t in enumerate(store):
+                if not torch.isfinite(t).all():
+                    where = f"psi[{i}]" if name == "psi" else f"layer {i} {name}"
+                    raise NonFiniteError(f"expected finite parameters, got NaN/Inf in {where}")
+
+
+def _embed_diagonal(d: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    w = d.new_zeros(shape)
+    k = d.numel()
+    idx = torch.arange(k, device=d.device)
+    w[idx, idx] = d
+    return w
+
+
+def _make_linear(
+    kind: type, in_f: int, out_f: int, dtype: torch.dtype, device: torch.device
+) -> Any:
+    if kind is DiagonalLinear:
+        return DiagonalLinear(in_f, out_f, dtype=dtype, device=device)
+    return nn.Linear(in_f, out_f, dtype=dtype, device=device)
+
+
+def _eval(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x).detach().clone()
+    finally:
+        model.train(was_training)
+
+
+def output_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """``max |after - before|`` over the outputs the two have in common (task neurons change
+    the output width)."""
+    k = min(before.shape[-1], after.shape[-1])
+    return float((after[..., :k].to(F64) - before[..., :k].to(F64)).abs().max())

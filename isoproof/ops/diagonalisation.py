@@ -1,0 +1,120 @@
+"""Diagonalisation and sparsification.
+
+Maths (``docs/method.md`` §3). With ``W_l = R L Q^T`` (SVD, singular values
+descending, so the weakest neuron is the last row):
+
+* **left** diagonalisation of hidden layer ``l`` (``0 <= l <= L-2``) rotates layer ``l`` into its
+  singular basis: ``W_l <- R^T W_l = L Q^T``, ``b_l <- R^T b_l``, ``psi_l <- R^T psi_l``,
+  ``W_{l+1} <- W_{l+1} R``. Row ``i`` of ``W_l`` then has norm ``sigma_i``.
+* **full** diagonalisation of an interior map (``1 <= l <= L-2``) also rotates the previous hidden
+  layer by ``Q``: ``W_l <- L`` (stored as a :class:`~isoproof.diagonal.DiagonalLinear`),
+  ``W_{l-1} <- Q^T W_{l-1}``, ``b_{l-1} <- Q^T b_{l-1}``, ``psi_{l-1} <- Q^T psi_{l-1}``.
+* :func:`sparsify` fully diagonalises ``l = 1, 3, 5, ...``: the ``K`` hidden-to-hidden maps of width
+  ``n`` then store ``floor(K/2) n^2 + ceil(K/2) n`` weights instead of ``K n^2`` (about half).
+
+All three are exact up to rounding (exact: see ``proofs/diagonalisation.py``). The SVD runs in
+float64 whatever the model's dtype.
+
+Example::
+
+    >>> model = IsotropicMLP([8, 16, 16, 16, 4], dtype=torch.float64)
+    >>> x = torch.randn(32, 8, dtype=torch.float64)
+    >>> y = model(x)
+    >>> receipt = sparsify(model)
+    >>> model.diagonal_layers, float((model(x) - y).abs().max()) < 1e-12
+    ([1], True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..exceptions import NonFiniteError
+from ..receipt import Receipt
+from ._surgery import Surgery, check_layer, check_model, pad_to_rows
+
+__all__ = ["full_diagonalise", "left_diagonalise", "singular_values", "sparsify"]
+
+
+def singular_values(model: object, layer: int) -> torch.Tensor:
+    """Singular values of ``linears[layer].weight`` (float64, descending), one per neuron of the
+    layer: rows beyond the input width count as structural zeros. Reads that map only."""
+    m = check_model(model)
+    widths = m.widths
+    layer = check_layer(layer, widths, hi=len(widths) - 2)
+    W = m.linears[layer].weight.detach().to(torch.float64)
+    if not torch.isfinite(W).all():
+        raise NonFiniteError(f"expected finite parameters, got NaN/Inf in layer {layer} weight")
+    return pad_to_rows(torch.linalg.svdvals(W), W.shape[0])
+
+
+def _left(s: Surgery, layer: int) -> torch.Tensor:
+    R, S, _ = s.svd(layer)
+    s.change_basis(layer, R.T)  # exact: see proofs/diagonalisation.py (left)
+    return S
+
+
+def _full(s: Surgery, layer: int) -> torch.Tensor:
+    R, S, Vh = s.svd(layer)
+    s.change_basis(layer - 1, Vh)  # Q^T: rotates the previous hidden layer
+    s.change_basis(layer, R.T)  # exact: see proofs/diagonalisation.py (full)
+    s.set_diagonal(layer)
+    return S
+
+
+def _single(
+    op: str,
+    step: Callable[[Surgery, int], torch.Tensor],
+    model: object,
+    layer: int,
+    lo: int,
+    optimizer: torch.optim.Optimizer | None,
+    probe: torch.Tensor | None,
+) -> Receipt:
+    s = Surgery(model, optimizer)
+    layer = s.check_hidden(layer, lo=lo)
+    return s.commit(op, layer, singular_values=step(s, layer), probe=probe)
+
+
+def left_diagonalise(
+    model: object,
+    layer: int,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+) -> Receipt:
+    """Rotate hidden layer ``layer`` (``0 <= layer <= L-2``) into its singular basis, in place."""
+    return _single("left_diagonalise", _left, model, layer, 0, optimizer, probe)
+
+
+def full_diagonalise(
+    model: object,
+    layer: int,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+) -> Receipt:
+    """Make ``linears[layer]`` (``1 <= layer <= L-2``) diagonal, in place."""
+    return _single("full_diagonalise", _full, model, layer, 1, optimizer, probe)
+
+
+def sparsify(
+    model: object,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: torch.Tensor | None = None,
+) -> Receipt:
+    """Fully diagonalise every other interior map (``1, 3, 5, ...``), in place.
+
+    Layers already diagonal are left as they are. Models with fewer than two hidden layers have
+    no interior map: the receipt then reports no change.
+    """
+    s = Surgery(model, optimizer)
+    layers = tuple(range(1, s.num_layers - 1, 2))
+    values: list[float] = []
+    for layer in layers:
+        if not s.diagonal[layer]:
+            values.extend(_full(s, layer).tolist())
+    return s.commit("sparsify", layers, singular_values=tuple(values), probe=probe)
