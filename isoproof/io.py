@@ -28,16 +28,19 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from ._version import __version__
-from .exceptions import CheckpointError, IsoproofError
+from .exceptions import CheckpointError, IsoproofError, NotIsotropicError
 from .files import atomic_path
 from .mlp import IsotropicMLP
-from .ops._surgery import check_maps, check_model
+from .ops._surgery import check_maps
 
-__all__ = ["FORMAT", "load", "model_digest", "read_metadata", "save"]
+__all__ = ["FORMAT", "FORMATS", "load", "model_digest", "read_metadata", "register_format", "save"]
 
 FORMAT = "isoproof.IsotropicMLP/1"
+#: Format tag -> model class; every saveable class is registered here (:func:`register_format`).
+FORMATS: dict[str, type[nn.Module]] = {FORMAT: IsotropicMLP}
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -54,14 +57,45 @@ def model_digest(model: torch.nn.Module) -> str:
     return _digest({k: v for k, v in model.state_dict().items()})
 
 
-def save(model: IsotropicMLP, path: str | os.PathLike[str]) -> Path:
+def register_format(name: str, cls: type[nn.Module]) -> None:
+    """Make ``cls`` saveable under the format tag ``name`` (e.g. ``"isoproof.IsotropicMLP/1"``).
+
+    ``cls`` must provide ``config() -> dict`` (JSON-serialisable) and
+    ``from_config(config, device=...)``, which builds the architecture; :func:`load` then fills it
+    from the file. A new model class (a convolutional net, a collapsed MLP) registers itself here
+    instead of adding its own save/load.
+
+    Raises:
+        IsoproofError: the tag is already used by another class, or ``cls`` lacks the methods.
+    """
+    for method in ("config", "from_config"):
+        if not callable(getattr(cls, method, None)):
+            raise IsoproofError(f"expected {cls.__name__} to define {method}(), got none")
+    if FORMATS.get(name, cls) is not cls:
+        raise IsoproofError(f"expected a new format tag, got {name!r} (used by {FORMATS[name]})")
+    FORMATS[name] = cls
+
+
+def _format_of(model: object) -> str:
+    for name, cls in FORMATS.items():
+        if type(model) is cls:
+            return name
+    names = ", ".join(c.__name__ for c in FORMATS.values())
+    raise NotIsotropicError(
+        f"expected a model of a saveable class ({names}), got {type(model).__name__}"
+    )
+
+
+def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` to ``path`` (safetensors with config metadata), atomically."""
-    model = check_maps(check_model(model))
+    fmt = _format_of(model)
+    if isinstance(model, IsotropicMLP):
+        check_maps(model)
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {
-        "format": FORMAT,
-        "config": json.dumps(model.config()),
+        "format": fmt,
+        "config": json.dumps(model.config()),  # type: ignore[operator]
         "isoproof_version": __version__,
         "sha256": _digest(tensors),
     }
@@ -84,8 +118,10 @@ def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, torch
             data = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
     except Exception as e:  # safetensors raises several types for damaged files
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+    if meta.get("format") not in FORMATS:
+        raise CheckpointError(
+            f"{path}: expected a format in {sorted(FORMATS)}, got {meta.get('format')!r}"
+        )
     try:
         meta["config"] = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError) as e:
@@ -93,15 +129,18 @@ def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, torch
     return meta, data
 
 
-def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> IsotropicMLP:
-    """Rebuild the model saved at ``path`` (identical outputs); never unpickles."""
+def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> nn.Module:
+    """Rebuild the model saved at ``path`` (identical outputs); never unpickles.
+
+    The class is the one registered for the file's format tag (:func:`register_format`).
+    """
     path = Path(path)
     meta, tensors = _read(path, tensors=True)
     cfg = meta["config"]
     if meta.get("sha256") != _digest(tensors):
         raise CheckpointError(f"{path}: tensor data does not match its SHA-256 (corrupted file)")
     try:
-        model = IsotropicMLP.from_config(cfg, device=device)
+        model = FORMATS[meta["format"]].from_config(cfg, device=device)  # type: ignore[attr-defined]
     except IsoproofError as e:
         raise CheckpointError(f"{path}: invalid config {cfg!r} ({e})") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

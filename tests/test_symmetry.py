@@ -158,7 +158,7 @@ def test_bad_layer_indices():
     _expect_untouched(model, lambda: ip.left_diagonalise(model, 5), ip.LayerIndexError, "got 5")
     _expect_untouched(model, lambda: ip.full_diagonalise(model, 0), ip.LayerIndexError, r"\[1, 1\]")
     _expect_untouched(
-        model, lambda: ip.left_diagonalise(model, 1.0), ip.LayerIndexError, "layer index to be an int"
+        model, lambda: ip.left_diagonalise(model, 1.0), ip.LayerIndexError, "index to be an int"
     )
     shallow = make_model([4, 5, 2])
     _expect_untouched(
