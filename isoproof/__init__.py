@@ -23,12 +23,16 @@ from . import _layout
 _layout.install()  # isoproof.proofs / isoproof.exporters in a source checkout (see _layout)
 
 from . import data as data
+from . import distributed as distributed
 from . import ngc as ngc
 from . import testing as testing
 from ._version import __version__ as __version__
 from .activations import IsotropicActivation as IsotropicActivation
 from .activations import export_mode as export_mode
 from .diagonal import DiagonalLinear as DiagonalLinear
+from .distributed import check_replicas as check_replicas
+from .distributed import synchronise as synchronise
+from .distributed import synchronised as synchronised
 from .exceptions import CheckpointError as CheckpointError
 from .exceptions import IsoproofError as IsoproofError
 from .exceptions import LayerIndexError as LayerIndexError
@@ -36,7 +40,10 @@ from .exceptions import MissingGainError as MissingGainError
 from .exceptions import NonFiniteError as NonFiniteError
 from .exceptions import NotIsotropicError as NotIsotropicError
 from .exceptions import NotOrthogonalError as NotOrthogonalError
+from .exceptions import ReplicaMismatchError as ReplicaMismatchError
+from .exceptions import StaleWrapperError as StaleWrapperError
 from .exceptions import UnsupportedOptimizerError as UnsupportedOptimizerError
+from .exceptions import UnsynchronisedError as UnsynchronisedError
 from .exceptions import WidthError as WidthError
 from .io import load as load
 from .io import save as save
@@ -81,15 +88,20 @@ __all__ = [
     "NotIsotropicError",
     "NotOrthogonalError",
     "Receipt",
+    "ReplicaMismatchError",
+    "StaleWrapperError",
     "UnsupportedOptimizerError",
+    "UnsynchronisedError",
     "WidthError",
     "WidthSchedule",
     "__version__",
     "adapt",
     "add_inputs",
     "add_outputs",
+    "check_replicas",
     "count_parameters",
     "data",
+    "distributed",
     "export_mode",
     "fit",
     "full_diagonalise",
@@ -109,5 +121,7 @@ __all__ = [
     "singular_values",
     "sparsify",
     "stability",
+    "synchronise",
+    "synchronised",
     "testing",
 ]

@@ -16,7 +16,10 @@ __all__ = [
     "NonFiniteError",
     "NotIsotropicError",
     "NotOrthogonalError",
+    "ReplicaMismatchError",
+    "StaleWrapperError",
     "UnsupportedOptimizerError",
+    "UnsynchronisedError",
     "WidthError",
 ]
 
@@ -59,3 +62,17 @@ class MissingExtraError(IsoproofError, ImportError):
 
 class CheckpointError(IsoproofError):
     """A checkpoint file is missing, truncated, corrupted or inconsistent."""
+
+
+class UnsynchronisedError(IsoproofError):
+    """A structural operation on a model replicated by ``DistributedDataParallel`` outside
+    :func:`isoproof.distributed.synchronise` (the replicas would drift apart silently)."""
+
+
+class StaleWrapperError(UnsynchronisedError):
+    """A ``DistributedDataParallel`` wrapper used after a structural change replaced the
+    parameters it synchronises (use the one :func:`isoproof.distributed.synchronise` returned)."""
+
+
+class ReplicaMismatchError(IsoproofError):
+    """The replicas of a model (parameters or optimiser moments) differ across processes."""

@@ -42,8 +42,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
 from .data import Dataset, MultiTaskDataset
+from .distributed import (
+    any_process,
+    broadcast_json,
+    is_distributed,
+    rank,
+    sum_over_processes,
+    synchronise,
+    world_size,
+    wrap,
+)
 from .exceptions import IsoproofError, NonFiniteError, WidthError
 from .mlp import IsotropicMLP, count_parameters
 from .ops._surgery import check_model
@@ -407,14 +419,23 @@ def fit(
 ) -> History:
     """Train ``model`` on ``data`` for ``epochs`` epochs, resizing it after each as scheduled.
 
+    Under ``torch.distributed`` (a process group of several processes, e.g. ``torchrun``) the
+    same call runs on every process: the model is wrapped in ``DistributedDataParallel``, each
+    process reads its shard of every epoch through a ``DistributedSampler`` (``batch_size`` is
+    the global batch, split evenly), every resize runs through
+    :func:`isoproof.distributed.synchronise` (rank 0 computes the changes of basis, the replicas
+    are checked and the wrapper rebuilt), evaluation and progress run on rank 0, and the
+    returned :class:`History` is identical on every process.
+
     Args:
         model: an :class:`~isoproof.IsotropicMLP` or any classifier ``nn.Module`` mapping
             ``[B, n_features]`` to ``[B, n_classes]`` logits (``adapt``/``width_schedule`` need the
-            former).
+            former), or a ``DistributedDataParallel`` wrapper of one.
         data: a :class:`~isoproof.data.Dataset` or :class:`~isoproof.data.MultiTaskDataset`.
         epochs: number of passes over the training split.
         lr, weight_decay: AdamW settings (ignored when ``optimizer`` is given).
-        batch_size: mini-batch size (the last batch of an epoch may be smaller).
+        batch_size: mini-batch size (the last batch of an epoch may be smaller); with several
+            processes the global batch, a multiple of their number.
         adapt: scaffold-buffer schedule (:class:`AdaptSchedule`).
         width_schedule: a :class:`WidthSchedule` or the hidden target widths (reached at the
             last epoch).
@@ -422,7 +443,7 @@ def fit(
             per epoch, or ``f(epoch) -> weights`` with ``epoch`` from 1). Rows of tasks with
             weight 0 are skipped. Default: every task weighs 1.
         callbacks: ``f(epoch, model, history)`` called after each epoch; returning ``True``
-            stops training.
+            stops training (with several processes, rank 0's answer counts).
         optimizer: an SGD/Adam/AdamW over ``model``'s parameters to continue with (default: a
             new AdamW); it is passed to every resize so its state follows.
         seed: seeds the data order and the new neurons' weights (``None``: random).
@@ -432,6 +453,75 @@ def fit(
     Returns:
         The :class:`History`; the model is trained (and resized) in place.
     """
+    width_schedule = _check_fit(data, epochs, batch_size, lr, weight_decay, adapt, width_schedule)
+    run = _start(model, data, epochs, batch_size, adapt, width_schedule, task_weights, seed, device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(
+            [p for p in run.model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+        )
+    run.optimizer = optimizer
+    settings = {"lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed}
+    history = _new_history(run, settings)
+    _record(history, run, 0, None, [], 0.0, 0.0)
+    steps = sum(math.ceil(_active(run, w) / run.batch_size) for w in run.weights)
+    progress = _Progress(verbose and rank() == 0, epochs, steps)
+    try:
+        for epoch in range(1, epochs + 1):
+            if _epoch(run, epoch, history, progress, callbacks):
+                break
+    finally:
+        progress.close()
+    return history
+
+
+def _epoch(
+    run: _Run, epoch: int, history: History, progress: _Progress, callbacks: Sequence[Callback]
+) -> bool:
+    """Train one epoch, resize, record; returns whether a callback (rank 0's) asks to stop."""
+    t0 = time.perf_counter()
+    sums = _train_epoch(run, epoch, progress)
+    t1 = time.perf_counter()
+    receipts = _resize(run, epoch)
+    t2 = time.perf_counter() if receipts else t1
+    _record(history, run, epoch, sums, receipts, t1 - t0, t2 - t1)
+    progress.epoch_done(
+        f"epoch {epoch}/{run.epochs}: loss {history.train_loss[-1]:.4f}, train "
+        f"{history.train_accuracy[-1]:.1%}, test {history.test_accuracy[-1]:.1%}, widths "
+        f"{history.widths[-1]}, {t1 - t0:.2f} s + resize {t2 - t1:.3f} s"
+    )
+    stop = any([cb(epoch, run.model, history) is True for cb in callbacks])  # call them all
+    return bool(broadcast_json(stop, run.device))  # rank 0 decides for every process
+
+
+def _new_history(run: _Run, settings: dict[str, Any]) -> History:
+    data = run.data
+    return History(
+        task_names=list(data.task_names) if isinstance(data, MultiTaskDataset) else [],
+        settings={
+            "data": data.name,
+            "epochs": run.epochs,
+            "lr": settings["lr"],
+            "weight_decay": settings["weight_decay"],
+            "batch_size": settings["batch_size"],
+            "optimizer": type(run.optimizer).__name__,
+            "adapt": asdict(run.adapt) if run.adapt else None,
+            "width_schedule": asdict(run.width_schedule) if run.width_schedule else None,
+            "seed": settings["seed"],
+            **({"processes": world_size()} if run.distributed else {}),
+        },
+    )
+
+
+def _check_fit(
+    data: object,
+    epochs: object,
+    batch_size: object,
+    lr: object,
+    weight_decay: object,
+    adapt: object,
+    width_schedule: object,
+) -> WidthSchedule | None:
+    """Validate the arguments of :func:`fit`; returns the width schedule as a WidthSchedule."""
     _check_positive("epochs", epochs)
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, integer=False)
@@ -444,13 +534,56 @@ def fit(
     if adapt is not None and not isinstance(adapt, AdaptSchedule):
         raise IsoproofError(f"expected adapt to be an AdaptSchedule, got {type(adapt).__name__}")
     if width_schedule is not None and not isinstance(width_schedule, WidthSchedule):
-        width_schedule = WidthSchedule(tuple(width_schedule))
+        width_schedule = WidthSchedule(tuple(width_schedule))  # type: ignore[arg-type]
+    return width_schedule  # type: ignore[return-value]
+
+
+@dataclass
+class _Run:
+    """The state of one :func:`fit`: resolved arguments, training tensors, generators."""
+
+    model: nn.Module  # the model itself (resized in place)
+    net: nn.Module  # what batches go through: the model, or its DistributedDataParallel wrapper
+    data: Data
+    epochs: int
+    batch_size: int  # per process
+    adapt: AdaptSchedule | None
+    width_schedule: WidthSchedule | None
+    weights: list[list[float]]  # every epoch's task weights
+    start_hidden: list[int]
+    x: torch.Tensor
+    y: torch.Tensor
+    t: torch.Tensor | None
+    shuffle: torch.Generator
+    neurons: torch.Generator
+    order_seed: int  # the DistributedSampler's seed (several processes)
+    distributed: bool
+    optimizer: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+
+def _start(
+    model: nn.Module,
+    data: Data,
+    epochs: int,
+    batch_size: int,
+    adapt: AdaptSchedule | None,
+    width_schedule: WidthSchedule | None,
+    task_weights: TaskWeights | None,
+    seed: int | None,
+    device: torch.device | str | None,
+) -> _Run:
+    """Check the model against the data and the schedules; set up generators and tensors."""
+    net = model
+    model = model.module if isinstance(model, DistributedDataParallel) else model
     if adapt is not None or width_schedule is not None:
         check_model(model)  # resizing is defined for isotropic models only
     if device is not None:
         model.to(device)
     ref = _param_like(model)
-    dev, dtype = ref.device, ref.dtype
     widths = widths_of(model)
     if widths and (widths[0] != data.n_features or widths[-1] != data.n_classes):
         raise WidthError(
@@ -460,150 +593,164 @@ def fit(
     start_hidden = list(widths[1:-1])
     if width_schedule is not None:
         width_schedule.widths_at(0, start_hidden, epochs)  # validates the number of layers
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+    processes = world_size()
+    if batch_size % processes:
+        raise IsoproofError(
+            f"expected batch_size (the global batch) divisible by the {processes} processes, "
+            f"got {batch_size}"
         )
-    shuffle = torch.Generator()
-    neurons = torch.Generator()
+    shuffle, neurons = torch.Generator(), torch.Generator()
     if seed is None:
         shuffle.seed()
         neurons.seed()
     else:
         shuffle.manual_seed(int(seed))
         neurons.manual_seed(int(seed) + 1)
-
-    x_all = data.x_train.to(device=dev, dtype=dtype)
-    y_all = data.y_train.to(dev)
-    t_all = data.task_train.to(dev) if isinstance(data, MultiTaskDataset) else None
-
-    history = History(
-        task_names=list(data.task_names) if isinstance(data, MultiTaskDataset) else [],
-        settings={
-            "data": data.name,
-            "epochs": epochs,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "batch_size": batch_size,
-            "optimizer": type(optimizer).__name__,
-            "adapt": asdict(adapt) if adapt else None,
-            "width_schedule": asdict(width_schedule) if width_schedule else None,
-            "seed": seed,
-        },
+    order_seed = (
+        int(seed) if seed is not None else int(torch.randint(2**62, (1,), generator=shuffle))
     )
-    # every epoch's task weights, validated before any training
-    weights = [_task_weights(data, task_weights, e) for e in range(1, epochs + 1)]
-    first_w = weights[0]
-    train0 = evaluate(model, data, "train", task_weights=first_w or None)
-    _record(history, model, data, 0, train0["loss"], train0["accuracy"], first_w, [], 0.0, 0.0)
+    distributed = is_distributed()
+    if distributed and not isinstance(net, DistributedDataParallel):
+        net = wrap(model)
+    return _Run(
+        model=model,
+        net=net,
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size // processes,
+        adapt=adapt,
+        width_schedule=width_schedule,
+        weights=[_task_weights(data, task_weights, e) for e in range(1, epochs + 1)],
+        start_hidden=start_hidden,
+        x=data.x_train.to(device=ref.device, dtype=ref.dtype),
+        y=data.y_train.to(ref.device),
+        t=data.task_train.to(ref.device) if isinstance(data, MultiTaskDataset) else None,
+        shuffle=shuffle,
+        neurons=neurons,
+        order_seed=broadcast_json(order_seed, ref.device),
+        distributed=distributed,
+    )
 
-    steps = sum(math.ceil(_active(t_all, w, x_all.shape[0]) / batch_size) for w in weights)
-    progress = _Progress(verbose, epochs, steps)
-    try:
-        for epoch in range(1, epochs + 1):
-            w = weights[epoch - 1]
-            t0 = time.perf_counter()
-            rows = torch.randperm(x_all.shape[0], generator=shuffle).to(dev)
-            if t_all is not None:
-                active = torch.tensor([wt > 0 for wt in w], device=dev)[t_all[rows]]
-                rows = rows[active]
-                if rows.numel() == 0:
-                    raise IsoproofError(
-                        f"expected a task with weight > 0 at epoch {epoch}, got {w}"
-                    )
-            model.train()
-            widths_now = widths_of(model)  # resizes happen between epochs only
-            loss_sum, correct, seen = 0.0, 0, 0
-            for step, idx in enumerate(rows.split(batch_size)):
-                xb, yb = x_all[idx], y_all[idx]
-                logits = model(xb)
-                loss, pred = _loss(data, logits, yb, None if t_all is None else t_all[idx], w)
-                penalty = _penalty(model)
-                total = loss if penalty is None else loss + penalty
-                if not torch.isfinite(total):
-                    raise NonFiniteError(
-                        f"expected a finite loss, got {float(total)} at epoch {epoch} step "
-                        f"{step + 1} (try a smaller lr)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach()) * idx.numel()
-                correct += int((pred == yb).sum())
-                seen += idx.numel()
-                progress.step(
-                    f"{epoch}/{epochs}",
-                    f"loss {loss_sum / seen:.3f} acc {correct / seen:.1%} widths {widths_now}",
-                )
-            t1 = time.perf_counter()
-            receipts: list[Receipt] = []
-            if adapt is not None:
-                receipts = adapt(model, epoch, optimizer, neurons)  # type: ignore[arg-type]
-            elif width_schedule is not None:
-                receipts = width_schedule(
-                    model,  # type: ignore[arg-type]
-                    epoch,
-                    start_hidden,
-                    epochs,
-                    optimizer,
-                    neurons,
-                )
-            t2 = time.perf_counter() if receipts else t1
-            _record(
-                history,
-                model,
-                data,
-                epoch,
-                loss_sum / seen,
-                correct / seen,
-                w,
-                receipts,
-                t1 - t0,
-                t2 - t1,
+
+def _epoch_rows(run: _Run, epoch: int, w: list[float]) -> torch.Tensor:
+    """This process's training rows of ``epoch``, in order: a seeded permutation of the rows of
+    tasks with weight > 0 (all rows of a single-task set), sharded by a DistributedSampler."""
+    dev = run.device
+    if not run.distributed:
+        rows = torch.randperm(run.x.shape[0], generator=run.shuffle).to(dev)
+        if run.t is not None:
+            rows = rows[torch.tensor([wt > 0 for wt in w], device=dev)[run.t[rows]]]
+    else:
+        rows = torch.arange(run.x.shape[0], device=dev)
+        if run.t is not None:
+            rows = rows[torch.tensor([wt > 0 for wt in w], device=dev)[run.t]]
+        if rows.numel():
+            sampler = DistributedSampler(range(rows.numel()), seed=run.order_seed)
+            sampler.set_epoch(epoch)
+            rows = rows[torch.tensor(list(sampler), dtype=torch.int64, device=dev)]
+    if rows.numel() == 0:
+        raise IsoproofError(f"expected a task with weight > 0 at epoch {epoch}, got {w}")
+    return rows
+
+
+def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> tuple[float, float]:
+    """One pass over this process's rows; returns the epoch's (mean loss, accuracy) over every
+    process's rows (running means before the resize)."""
+    w = run.weights[epoch - 1]
+    rows = _epoch_rows(run, epoch, w)
+    run.net.train()
+    widths_now = widths_of(run.model)  # resizes happen between epochs only
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step, idx in enumerate(rows.split(run.batch_size)):
+        xb, yb = run.x[idx], run.y[idx]
+        tb = None if run.t is None else run.t[idx]
+        loss, pred = _loss(run.data, run.net(xb), yb, tb, w)
+        penalty = _penalty(run.model)
+        total = loss if penalty is None else loss + penalty
+        if any_process(not bool(torch.isfinite(total)), run.device):
+            raise NonFiniteError(
+                f"expected a finite loss, got {float(total)} at epoch {epoch} step "
+                f"{step + 1} (try a smaller lr)"
             )
-            progress.epoch_done(
-                f"epoch {epoch}/{epochs}: loss {history.train_loss[-1]:.4f}, train "
-                f"{history.train_accuracy[-1]:.1%}, test {history.test_accuracy[-1]:.1%}, widths "
-                f"{history.widths[-1]}, {t1 - t0:.2f} s + resize {t2 - t1:.3f} s"
-            )
-            if any([cb(epoch, model, history) is True for cb in callbacks]):  # call them all
-                break
-    finally:
-        progress.close()
-    return history
+        run.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        run.optimizer.step()
+        loss_sum += float(loss.detach()) * idx.numel()
+        correct += int((pred == yb).sum())
+        seen += idx.numel()
+        progress.step(
+            f"{epoch}/{run.epochs}",
+            f"loss {loss_sum / seen:.3f} acc {correct / seen:.1%} widths {widths_now}",
+        )
+    loss_sum, correct, seen = sum_over_processes([loss_sum, correct, seen], run.device)
+    return loss_sum / seen, correct / seen
 
 
-def _active(task: torch.Tensor | None, weights: list[float], n: int) -> int:
-    """Training rows visited in an epoch: those of tasks with weight > 0 (all rows otherwise)."""
-    if task is None:
-        return n
-    return int(sum(int((task == k).sum()) for k, w in enumerate(weights) if w > 0))
+def _resize(run: _Run, epoch: int) -> list[Receipt]:
+    """The epoch's scheduled resizes, synchronised across processes (a no-op wrapper in one)."""
+    if run.adapt is None and run.width_schedule is None:
+        return []
+
+    def scheduled(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[Receipt]:
+        if run.adapt is not None:
+            return run.adapt(model, epoch, optimizer, run.neurons)  # type: ignore[arg-type]
+        assert run.width_schedule is not None
+        return run.width_schedule(
+            model,  # type: ignore[arg-type]
+            epoch,
+            run.start_hidden,
+            run.epochs,
+            optimizer,
+            run.neurons,
+        )
+
+    run.net, receipts = synchronise(run.net, scheduled, optimizer=run.optimizer)  # type: ignore[arg-type]
+    return receipts  # type: ignore[return-value]
+
+
+def _active(run: _Run, weights: list[float]) -> int:
+    """Rows one process visits in an epoch: those of tasks with weight > 0 (all rows otherwise),
+    divided among the processes as the DistributedSampler does (rounded up)."""
+    n = run.x.shape[0]
+    if run.t is not None:
+        n = int(sum(int((run.t == k).sum()) for k, w in enumerate(weights) if w > 0))
+    return math.ceil(n / world_size()) if run.distributed else n
 
 
 def _record(
     history: History,
-    model: nn.Module,
-    data: Data,
+    run: _Run,
     epoch: int,
-    train_loss: float,
-    train_accuracy: float,
-    weights: list[float],
+    train: tuple[float, float] | None,
     receipts: list[Receipt],
     seconds: float,
     resize_seconds: float,
 ) -> None:
-    test = evaluate(model, data, "test", task_weights=weights or None)
-    history.epoch.append(epoch)
-    history.train_loss.append(float(train_loss))
-    history.train_accuracy.append(float(train_accuracy))
-    history.test_loss.append(test["loss"])
-    history.test_accuracy.append(test["accuracy"])
-    history.task_weights.append(list(weights))
-    history.task_accuracy.append(test["task_accuracy"])
-    history.widths.append(list(widths_of(model)))
-    history.parameters.append(count_parameters(model))
-    history.singular_values.append([s.tolist() for s in layer_spectra(model)])
-    history.psi_abs_sum.append(_psi_abs_sum(model))
-    history.resizes.append([str(r) for r in receipts])
-    history.epoch_seconds.append(float(seconds))
-    history.resize_seconds.append(float(resize_seconds))
+    """Append one epoch to ``history``: measured on rank 0 and broadcast, so every process
+    holds the same history. ``train=None``: measure the training split (epoch 0)."""
+    model, data = run.model, run.data
+    weights = run.weights[max(epoch, 1) - 1]
+    entry: dict[str, Any] = {}
+    if rank() == 0:
+        if train is None:
+            first = evaluate(model, data, "train", task_weights=weights or None)
+            train = (first["loss"], first["accuracy"])
+        test = evaluate(model, data, "test", task_weights=weights or None)
+        entry = {
+            "epoch": epoch,
+            "train_loss": float(train[0]),
+            "train_accuracy": float(train[1]),
+            "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"],
+            "task_weights": list(weights),
+            "task_accuracy": test["task_accuracy"],
+            "widths": list(widths_of(model)),
+            "parameters": count_parameters(model),
+            "singular_values": [s.tolist() for s in layer_spectra(model)],
+            "psi_abs_sum": _psi_abs_sum(model),
+            "resizes": [str(r) for r in receipts],
+            "epoch_seconds": float(seconds),
+            "resize_seconds": float(resize_seconds),
+        }
+    for key, value in broadcast_json(entry, run.device).items():
+        getattr(history, key).append(value)

@@ -22,15 +22,18 @@ operation.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .._validate import check_int
 from ..diagonal import DiagonalLinear
-from ..exceptions import LayerIndexError, NonFiniteError, NotIsotropicError
+from ..exceptions import LayerIndexError, NonFiniteError, NotIsotropicError, UnsynchronisedError
 from ..mlp import IsotropicMLP, count_parameters
 from ..optim import (
     FIRST_MOMENTS,
@@ -43,15 +46,35 @@ from ..receipt import Receipt
 
 __all__ = [
     "Surgery",
+    "agreed",
     "check_layer",
     "check_maps",
     "check_model",
+    "check_synchronised",
     "embedding",
     "output_change",
     "pad_to_rows",
 ]
 
 F64 = torch.float64
+
+Tensors = tuple[torch.Tensor, ...]
+AGREE: ContextVar[Callable[[Callable[[], Tensors]], Tensors] | None] = ContextVar(
+    "isoproof_agree", default=None
+)
+"""Set by :func:`isoproof.distributed.synchronised` (rank 0 computes, every rank receives)."""
+REPLICATED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+"""Models wrapped by :func:`isoproof.distributed.wrap`: structural operations on them must run
+inside :func:`isoproof.distributed.synchronised`."""
+
+
+def agreed(compute: Callable[[], Tensors]) -> Tensors:
+    """Run ``compute``: a factorisation or a random draw, the only inputs of an operation on which
+    replicas of one model could disagree (SVD signs and orderings are not fixed across processes).
+    In one process this is ``compute()``; inside :func:`isoproof.distributed.synchronised`, rank 0
+    computes and broadcasts, so every rank then applies the identical change of basis."""
+    hook = AGREE.get()
+    return compute() if hook is None else hook(compute)
 
 
 def check_model(model: object) -> IsotropicMLP:
@@ -105,10 +128,31 @@ def embedding(n_old: int, n_new: int) -> torch.Tensor:
     return A
 
 
+def check_synchronised(model: object) -> None:
+    """Raise :class:`UnsynchronisedError` for a ``DistributedDataParallel`` wrapper, or for a
+    replicated model outside :func:`isoproof.distributed.synchronised`: the change would reach one
+    process only and the wrapper would keep synchronising the old parameters."""
+    how = (
+        "run it on every process through isoproof.distributed.synchronise(wrapper, op, ...), "
+        "which changes every replica identically and rebuilds the wrapper"
+    )
+    if isinstance(model, DistributedDataParallel):
+        raise UnsynchronisedError(
+            "expected an IsotropicMLP, got a DistributedDataParallel wrapper: a structural "
+            f"operation replaces the parameters the wrapper synchronises; {how}"
+        )
+    if model in REPLICATED and AGREE.get() is None:
+        raise UnsynchronisedError(
+            "expected a structural operation on a DistributedDataParallel-replicated model to "
+            f"be synchronised, got a direct call; {how}"
+        )
+
+
 class Surgery:
     """Float64 working copy of a model (and optimiser moments) with a transactional commit."""
 
     def __init__(self, model: object, optimizer: torch.optim.Optimizer | None = None) -> None:
+        check_synchronised(model)
         self.model = check_model(model)
         check_optimizer(optimizer)
         self.optimizer = optimizer
@@ -146,7 +190,7 @@ class Surgery:
     def svd(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Full SVD of ``W_i`` in float64: ``W = R diag(S) Vh``, ``S`` padded with zeros to
         ``out`` entries (structurally zero rows count as neurons with sigma = 0)."""
-        R, S, Vh = torch.linalg.svd(self.W[i], full_matrices=True)
+        R, S, Vh = agreed(lambda: torch.linalg.svd(self.W[i], full_matrices=True))
         return R, pad_to_rows(S, self.W[i].shape[0]), Vh
 
     # ----------------------------------------------------------------- editing

@@ -23,7 +23,7 @@ import torch
 from .._validate import check_float, check_int
 from ..exceptions import WidthError
 from ..receipt import Receipt
-from ._surgery import Surgery, embedding
+from ._surgery import Surgery, agreed, embedding
 
 __all__ = ["grow"]
 
@@ -40,7 +40,8 @@ def append_neurons(
     width = s.widths[h + 1]
     s.change_basis(h, embedding(width, width + n))  # zero rows, biases, psi
     out = s.W[h + 1].shape[0]
-    cols = torch.randn(out, n, generator=generator, dtype=torch.float64) * init_scale
+    (cols,) = agreed(lambda: (torch.randn(out, n, generator=generator, dtype=torch.float64),))
+    cols = cols * init_scale
     s.W[h + 1][:, width:] = cols.to(s.W[h + 1].device)  # any column: see proofs/neurogenesis.py
 
 
