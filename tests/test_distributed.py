@@ -10,6 +10,7 @@ global batches with the same changes.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -87,7 +88,8 @@ def reference_fit() -> list[dict]:
 # ----------------------------------------------------------------------- fit under DDP
 def test_fit_ranks_are_bit_identical_after_every_resize(run):
     widths = json.loads((run / "fit_rank0_history.json").read_text())["widths"]
-    steps = [b - a for w0, w1 in zip(widths, widths[1:]) for a, b in zip(w0, w1, strict=True)]
+    pairs = itertools.pairwise(widths)
+    steps = [b - a for w0, w1 in pairs for a, b in zip(w0, w1, strict=True)]
     assert min(steps) < 0 < max(steps), widths  # the run both grew and pruned a layer
     for epoch in range(1, W.EPOCHS + 1):
         assert_bit_identical(*ranks(run, f"fit_rank{{r}}_epoch{epoch}.safetensors"))
@@ -146,10 +148,9 @@ def test_one_process_runs_the_operation_as_it_is():
     a, b = W.model(), W.model()
     opt = torch.optim.AdamW(a.parameters())
     g = [torch.Generator().manual_seed(0) for _ in range(2)]
-    net, receipt = D.synchronise(
-        a, ip.adapt, buffer=2, threshold=0.9, generator=g[0], optimizer=opt
-    )
-    ref = ip.adapt(b, buffer=2, threshold=0.9, generator=g[1])
+    kw = {"buffer": 2, "threshold": 0.9}
+    net, receipt = D.synchronise(a, ip.adapt, generator=g[0], optimizer=opt, **kw)
+    ref = ip.adapt(b, generator=g[1], **kw)
     assert net is a and a.widths == b.widths and str(receipt) == str(ref)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
