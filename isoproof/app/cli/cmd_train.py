@@ -4,6 +4,10 @@ Example::
 
     isoproof train --data digits --widths 64,128,128,10 --epochs 20 --adapt 5,0.95 \
         -o model.safetensors
+
+The same command runs on several processes when launched by ``torchrun`` (e.g.
+``torchrun --nproc-per-node 2 -m isoproof train ...``): every process trains its shard, resizes
+are synchronised (:mod:`isoproof.distributed`), rank 0 prints and writes the files.
 """
 
 from __future__ import annotations
@@ -69,15 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     import torch
+    import torch.distributed as dist
 
-    from ...data import load_dataset
-    from ...files import atomic_write_text
-    from ...io import save
-    from ...mlp import IsotropicMLP
-    from ...train import AdaptSchedule, fit
+    from ...distributed import init_from_env, rank
 
     if args.epochs < 1:
         raise CliError(f"expected --epochs >= 1, got {args.epochs}")
@@ -87,6 +86,25 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise CliError(f"expected --threads >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    started = init_from_env()  # launched by torchrun: join the process group
+    try:
+        return _train(args, rank() == 0)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, main_process: bool) -> int:
+    import json
+
+    import torch
+
+    from ...data import load_dataset
+    from ...distributed import save as save_on_rank0
+    from ...files import atomic_write_text
+    from ...mlp import IsotropicMLP
+    from ...train import AdaptSchedule, fit
+
     data = load_dataset(args.data, seed=args.seed)
     if args.widths[0] != data.n_features or args.widths[-1] != data.n_classes:
         raise CliError(
@@ -112,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         verbose=not args.quiet,
     )
-    path = save(model, args.output)
+    path = save_on_rank0(model, args.output)
+    if not main_process:
+        return 0
     if args.history:
         atomic_write_text(args.history, json.dumps(history.to_dict(), indent=1) + "\n")
     print(
