@@ -39,11 +39,14 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.polys.rings import PolyElement, PolyRing, ring
 
+from ._matrices import is_matrix_expression, scalarise
+
 __all__ = [
     "Perceptron",
     "Profile",
     "Residual",
     "Trace",
+    "activation_trace",
     "cayley",
     "entries",
     "forward",
@@ -81,14 +84,31 @@ def tanh_profile(length: sp.Expr) -> sp.Expr:
     return sp.tanh(length) / length
 
 
-def vector(name: str, n: int) -> sp.Matrix:
-    """Column vector ``(name0, ..., name{n-1})`` of independent real symbols."""
-    return sp.Matrix([sp.Symbol(f"{name}{i}", real=True) for i in range(n)])
+Size = int | sp.Expr
 
 
-def matrix(name: str, rows: int, cols: int) -> sp.Matrix:
-    """``rows x cols`` matrix of independent real symbols ``name{i}_{j}``."""
-    return sp.Matrix(rows, cols, lambda i, j: sp.Symbol(f"{name}{i}_{j}", real=True))
+def _symbolic_size(*sizes: Size) -> bool:
+    return any(not isinstance(s, int) and not sp.sympify(s).is_Integer for s in sizes)
+
+
+def vector(name: str, n: Size) -> sp.Matrix:
+    """Column vector ``(name0, ..., name{n-1})`` of independent real symbols.
+
+    For a symbolic size ``n`` (any width), the ``n x 1`` :class:`sympy.MatrixSymbol` ``name``.
+    """
+    if _symbolic_size(n):
+        return cast(sp.Matrix, sp.MatrixSymbol(name, n, 1))
+    return sp.Matrix([sp.Symbol(f"{name}{i}", real=True) for i in range(int(n))])
+
+
+def matrix(name: str, rows: Size, cols: Size) -> sp.Matrix:
+    """``rows x cols`` matrix of independent real symbols ``name{i}_{j}``.
+
+    For a symbolic size, the ``rows x cols`` :class:`sympy.MatrixSymbol` ``name``.
+    """
+    if _symbolic_size(rows, cols):
+        return cast(sp.Matrix, sp.MatrixSymbol(name, rows, cols))
+    return sp.Matrix(int(rows), int(cols), lambda i, j: sp.Symbol(f"{name}{i}_{j}", real=True))
 
 
 def skew(name: str, n: int) -> sp.Matrix:
@@ -123,8 +143,14 @@ def householder(n: int, name: str = "v") -> sp.ImmutableMatrix:
     return sp.ImmutableMatrix(sp.eye(n) - 2 * v * v.T / sq_norm(v))
 
 
-def sq_norm(v: sp.MatrixBase) -> sp.Expr:
-    """``|v|^2 = sum_i v_i^2`` (left unexpanded; zero tests expand in a polynomial ring)."""
+def sq_norm(v: sp.MatrixBase | sp.MatrixExpr) -> sp.Expr:
+    """``|v|^2 = sum_i v_i^2`` (left unexpanded; zero tests expand in a polynomial ring).
+
+    For a matrix expression of symbolic size, ``v^T v`` as a scalarised word sum
+    (:func:`proofs._matrices.scalarise`).
+    """
+    if is_matrix_expression(v):
+        return scalarise(cast(sp.MatrixExpr, v).T * v)
     return sp.Add(*[e**2 for e in v])
 
 
@@ -134,9 +160,34 @@ def radial_length(z: sp.MatrixBase, o: sp.Expr) -> sp.Expr:
 
 
 def isotropic(z: sp.MatrixBase, o: sp.Expr, profile: Profile = g) -> tuple[sp.Matrix, sp.Expr]:
-    """Isotropic activation ``f(z) = g(N(z; o)) z``; returns ``(f(z), g(N))``."""
+    """Isotropic activation ``f(z) = g(N(z; o)) z``; returns ``(f(z), g(N))``.
+
+    The gain is built from :func:`radial_length` (the one definition of ``N``); a matrix
+    expression ``z`` of symbolic size gives the matrix expression ``g(N) z``.
+    """
     gain = profile(radial_length(z, o))
-    return sp.Matrix(z) * gain, gain
+    return _scale(z, gain), gain
+
+
+def _scale(z: sp.MatrixBase | sp.MatrixExpr, gain: sp.Expr) -> sp.Matrix:
+    if is_matrix_expression(z):
+        return cast(sp.Matrix, sp.block_collapse(gain * z))
+    return sp.Matrix(z) * gain
+
+
+def _affine(
+    w: sp.MatrixBase, a: sp.MatrixBase, b: sp.MatrixBase, psi: sp.MatrixBase | None, gain
+) -> sp.Matrix:
+    """``W a + b (+ psi g)``; with block matrices of symbolic sizes, collapsed blockwise."""
+    if not is_matrix_expression(w):
+        z = w * a + b
+        return z + psi * gain if psi is not None and gain is not None else z
+    if isinstance(w, sp.BlockMatrix) and not isinstance(a, sp.BlockMatrix):
+        a = sp.BlockMatrix([[a]])
+    z = w * a + b
+    if psi is not None and gain is not None:
+        z = z + gain * psi
+    return cast(sp.Matrix, sp.block_collapse(z))
 
 
 @dataclass(frozen=True)
@@ -171,6 +222,26 @@ class Trace:
     gains: tuple[sp.Expr, ...]
 
 
+def activation_trace(
+    z: sp.MatrixBase, o: sp.Expr, left: sp.MatrixBase | None = None, profile: Profile = g
+) -> Trace:
+    """``left f(z)`` (``f(z)`` without ``left``) as a one-activation :class:`Trace`.
+
+    ``N^2`` is the square of the very length that builds the gain, as in :func:`forward`.
+    """
+    length = radial_length(z, o)
+    gain = profile(length)
+    out = _scale(z, gain)
+    if left is not None:
+        out = (
+            cast(sp.Matrix, sp.block_collapse(left * out))
+            if is_matrix_expression(z)
+            else left * out
+        )
+    output = sp.Matrix([scalarise(out)]) if is_matrix_expression(out) else sp.Matrix(out)
+    return Trace(output, (length**2,), (gain,))
+
+
 def forward(
     x: sp.MatrixBase, net: Perceptron, g_in: sp.Expr | None = None, profile: Profile = g
 ) -> Trace:
@@ -182,34 +253,38 @@ def forward(
     depth = len(net.weights)
     a: sp.MatrixBase = x
     gain = g_in
-    z = sp.Matrix(x)
+    z = x
     radicands: list[sp.Expr] = []
     gains: list[sp.Expr] = []
     for l in range(depth):
-        z = net.weights[l] * a + net.biases[l]
-        psi = net.psis[l]
-        if psi is not None and gain is not None:
-            z = z + psi * gain
+        z = _affine(net.weights[l], a, net.biases[l], net.psis[l], gain)
         if l < depth - 1:
             # N^2 is read off the very length that builds the gain (never rebuilt separately),
             # so an argument identity proven on it is an identity of the gain's argument.
             length = radial_length(z, net.lengths[l])
             radicands.append(length**2)
             gain = profile(length)
-            a = sp.Matrix(z) * gain
+            a = _scale(z, gain)
             gains.append(gain)
-    return Trace(sp.Matrix(z), tuple(radicands), tuple(gains))
+    output = sp.Matrix([scalarise(z)]) if is_matrix_expression(z) else sp.Matrix(z)
+    return Trace(output, tuple(radicands), tuple(gains))
 
 
 def layer_slice(
-    width: int, in_width: int = 2, out_width: int = 2, generalised: bool = True
+    width: Size, in_width: Size = 2, out_width: Size = 2, generalised: bool = True
 ) -> tuple[sp.Matrix, sp.Expr | None, Perceptron]:
     """``(a, g_prev, net)``: the slice ``a -> z -> g(N(z; o)) z -> y`` around a hidden layer.
 
     ``z = W a + b + psi g_prev`` (``W``: ``width x in_width``), ``y = V a' + c + phi g`` with
     every entry an independent symbol and ``o > 0``. With ``generalised=False`` the slice is
-    the plain isotropic layer: ``o = 0``, no psi terms, ``g_prev = None``.
+    the plain isotropic layer: ``o = 0``, no psi terms, ``g_prev = None``. A symbolic ``width``
+    (any width) makes every weight and vector a :class:`sympy.MatrixSymbol` of symbolic size.
     """
+    if _symbolic_size(width) and not _symbolic_size(in_width, out_width):
+        in_width, out_width = (
+            sp.Symbol("p", integer=True, positive=True),
+            sp.Symbol("r", integer=True, positive=True),
+        )
     a = vector("a", in_width)
     o = sp.Symbol("o", positive=True) if generalised else sp.S.Zero
     net = Perceptron(

@@ -5,9 +5,13 @@ For ``f(z) = g(N(z; o)) z`` with ``N(z; o) = sqrt(o + |z|^2)`` and any ``Q`` wit
     |Qz|^2 + o = z^T Q^T Q z + o = |z|^2 + o          (norm invariance, the argument identity)
     f(Qz) = g(N(Qz; o)) Qz = g(N(z; o)) Qz = Q f(z)   (equivariance)
 
-Checked exactly with every entry symbolic, for rotations (Cayley transform, ``n = 2, 3, 4``) and
-reflections (Householder, ``n = 2, 3, 4``), with a symbolic intrinsic length ``o > 0`` and
-without one (``o = 0``); the general-``n`` statement is proven on matrix expressions.
+Any width (:func:`any_width`): ``z`` an ``n x 1`` and ``Q`` an ``n x n`` matrix symbol of
+symbolic size ``n`` with the hypothesis ``Q^T Q = I`` (:func:`proofs._matrices.orthogonal`); the
+gain of ``f(Qz)`` is ``g(N(Qz; o))``, built from ``Qz`` itself, and is identified with
+``g(N(z; o))`` only after the argument identity is proven. Second, independent check with
+every entry symbolic for rotations (Cayley transform, ``n = 2, 3, 4``) and reflections
+(Householder, ``n = 2, 3, 4``), with ``o > 0`` and ``o = 0``. Controls (``broken=``): an
+arbitrary ``P`` without the hypothesis, and elementwise tanh.
 
 Example::
 
@@ -18,24 +22,23 @@ Example::
 
 from __future__ import annotations
 
-from typing import cast
-
 import sympy as sp
 
+from ._matrices import orthogonal
 from ._symbolic import (
+    activation_trace,
     cayley,
-    g,
     householder,
-    isotropic,
     radial_length,
     reduce,
     stack,
+    trace_residual,
     vector,
 )
 
 __all__ = [
     "SIZES",
-    "any_size",
+    "any_width",
     "equivariance_residual",
     "norm_invariance",
     "reflection",
@@ -50,19 +53,18 @@ SIZES: tuple[int, ...] = (2, 3, 4)
 _o = sp.Symbol("o", positive=True)
 
 
-def equivariance_residual(q: sp.MatrixBase, o: sp.Expr) -> sp.Matrix:
-    """Residual of ``f(Qz) = Q f(z)`` for a symbolic ``z``, two steps.
+def equivariance_residual(q: sp.MatrixBase, o: sp.Expr, broken: str | None = None) -> sp.Matrix:
+    """Residual of ``f(Qz) = Q f(z)`` for a symbolic ``z``, two steps (:func:`trace_residual`).
 
-    Step one: ``(o + |Qz|^2) - (o + |z|^2)`` reduces to 0. Step two: with
-    ``g(N(Qz; o)) -> g(N(z; o))`` (justified by step one), ``f(Qz) - Q f(z)`` reduces to 0.
+    Step one: ``N(Qz; o)^2 - N(z; o)^2`` reduces to 0 (both read off the lengths that built the
+    gains). Step two: with ``g(N(Qz; o)) -> g(N(z; o))``, ``f(Qz) - Q f(z)`` reduces to 0.
+    ``broken="elementwise"`` uses elementwise tanh for ``f`` instead (a control).
     """
     z = vector("z", q.rows)
-    f_z, g_z = isotropic(z, o)
-    f_qz, g_qz = isotropic(q * z, o)
-    # the argument identity is taken on the lengths that built the two gains (one source)
-    argument = reduce(radial_length(q * z, o) ** 2 - radial_length(z, o) ** 2)
-    subs = {g_qz: g_z} if argument == 0 else {}
-    return stack(argument, reduce(f_qz.xreplace(subs) - q * f_z))
+    if broken == "elementwise":
+        residual = (q * z).applyfunc(sp.tanh) - q * z.applyfunc(sp.tanh)
+        return reduce(residual)
+    return trace_residual(activation_trace(z, o, left=q), activation_trace(q * z, o))
 
 
 def _orthogonality(q: sp.MatrixBase) -> sp.Matrix:
@@ -70,10 +72,18 @@ def _orthogonality(q: sp.MatrixBase) -> sp.Matrix:
     return reduce(q.T * q - sp.eye(q.rows))
 
 
-def rotation() -> sp.Matrix:
-    """``Q^T Q = I`` and ``f(Qz) = Q f(z)`` for Cayley rotations, ``n = 2, 3, 4``, ``o > 0``."""
+def rotation(broken: str | None = None) -> sp.Matrix:
+    """``Q^T Q = I`` and ``f(Qz) = Q f(z)`` for Cayley rotations, ``n = 2, 3, 4``, ``o > 0``.
+
+    ``broken="elementwise"`` (a control): elementwise tanh, at ``n = 2`` only (enough to fail).
+    """
+    if broken == "elementwise":
+        return equivariance_residual(cayley(2), _o, broken)
     return stack(
-        *[stack(_orthogonality(cayley(n)), equivariance_residual(cayley(n), _o)) for n in SIZES]
+        *[
+            stack(_orthogonality(cayley(n)), equivariance_residual(cayley(n), _o, broken))
+            for n in SIZES
+        ]
     )
 
 
@@ -107,22 +117,17 @@ def norm_invariance() -> sp.Matrix:
     return stack(*parts)
 
 
-def any_size() -> sp.Matrix:
-    """General ``n``: ``Q^T Q = I_n`` implies ``(Qz)^T (Qz) = z^T z`` and ``f(Qz) = Q f(z)``.
+def any_width(broken: str | None = None) -> sp.Matrix:
+    """Any ``n``: ``Q^T Q = I_n`` gives ``f(Qz) = g(N(Qz; o)) Qz = Q f(z)``, ``o > 0`` and 0.
 
-    Proven on matrix expressions of symbolic dimension ``n``: ``(Qz)^T (Qz)`` expands to
-    ``z^T Q^T Q z``, the hypothesis ``Q^T Q -> I_n`` is substituted and ``z^T z`` subtracted;
-    then ``g(sqrt(o + z^T z)) Qz - Q (g(sqrt(o + z^T z)) z)`` is formed. The residual is the
-    generic entry ``[i, 0]`` of both (zero iff the matrix expression is the zero matrix).
+    ``broken="no_hypothesis"``: ``Q`` an arbitrary ``n x n`` matrix symbol (a control).
     """
     n = sp.Symbol("n", integer=True, positive=True)
-    i = sp.Symbol("i", integer=True, nonnegative=True)
-    z = sp.MatrixSymbol("z", n, 1)
-    q = sp.MatrixSymbol("Q", n, n)
-    qz = cast(sp.MatrixExpr, q * z)
-    squared = cast(sp.MatrixExpr, (qz.T * qz).doit())
-    z_sq = cast(sp.MatrixExpr, z.T * z)
-    argument = cast(sp.MatrixExpr, (squared.subs(q.T * q, sp.Identity(n)) - z_sq).doit())
-    gain = g(sp.sqrt(_o + z_sq[0, 0]))
-    equivariance = cast(sp.MatrixExpr, (gain * qz - q * (gain * z)).doit())
-    return stack(argument[0, 0], equivariance[i, 0])
+    q = sp.MatrixSymbol("Q", n, n) if broken == "no_hypothesis" else orthogonal("Q", n)
+    z = vector("z", n)
+    return stack(
+        *[
+            trace_residual(activation_trace(z, o, left=q), activation_trace(q * z, o))
+            for o in (_o, sp.S.Zero)
+        ]
+    )

@@ -21,7 +21,12 @@ Example::
 
 from __future__ import annotations
 
+from typing import cast
+
 import sympy as sp
+
+from ._matrices import is_matrix_expression
+from ._symbolic import sq_norm
 
 __all__ = [
     "activation_expression",
@@ -47,11 +52,13 @@ def activation_expression(n: int) -> tuple[tuple[sp.Symbol, ...], sp.Symbol, sp.
 
 def degenerated_length(o: sp.Expr, b_star: sp.MatrixBase) -> sp.Expr:
     """``o + |b*|^2``: the removed neurons' constant pre-activations join the intrinsic length."""
-    return o + sp.Add(*[b**2 for b in b_star])
+    return o + sq_norm(b_star)
 
 
 def degenerated_psi(psi: sp.MatrixBase, w_star: sp.MatrixBase, b_star: sp.MatrixBase) -> sp.Matrix:
     """``psi + W* b*``: the removed neurons' output ``g b*`` reaches the next layer via psi."""
+    if is_matrix_expression(w_star):
+        return cast(sp.Matrix, psi + w_star * b_star)
     return sp.Matrix(psi) + sp.Matrix(w_star) * sp.Matrix(b_star)
 
 

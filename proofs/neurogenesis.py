@@ -7,8 +7,10 @@ Append a zero row to ``W_l``, a zero entry to ``b_l`` and to ``psi_l``, and an a
     W_{l+1}' a_l' = W_{l+1} (g z) + w (g 0) = W_{l+1} a_l
 
 and every later layer is unchanged, for any ``w`` (the paper uses ``0.01 N(0, 1)``; zero would
-be a saddle). Proven by block decomposition (a symbol ``H = |z|^2`` for the existing block, any
-width) and with every entry symbolic at widths ``n = 2, 3, 4`` in the generalised perceptron.
+be a saddle). Proven for any width ``n`` and any number ``j`` of new neurons on block matrices
+of symbolic sizes (:func:`any_width`: :func:`grow` appends the blocks, :func:`forward` derives
+the split), and with every entry symbolic at widths ``n = 2, 3, 4``. Controls (``broken=``):
+a non-zero new bias, a non-zero new row.
 
 Example::
 
@@ -21,12 +23,12 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ._matrices import is_matrix_expression
 from ._symbolic import (
     Perceptron,
-    Trace,
     forward,
-    g,
     layer_slice,
+    matrix,
     stack,
     trace_residual,
     vector,
@@ -38,45 +40,57 @@ __all__ = ["SIZES", "any_width", "exact", "grow"]
 SIZES: tuple[int, ...] = (2, 3, 4)
 
 
-def grow(net: Perceptron, layer: int, column: sp.MatrixBase) -> Perceptron:
-    """Append a neuron to hidden layer ``layer``: zero row, bias and psi entry; ``column`` out."""
+def _zeros(rows: sp.Expr, cols: sp.Expr) -> sp.MatrixBase:
+    symbolic = not (sp.sympify(rows).is_Integer and sp.sympify(cols).is_Integer)
+    return sp.ZeroMatrix(rows, cols) if symbolic else sp.zeros(int(rows), int(cols))
+
+
+def _join_rows(top: sp.MatrixBase, bottom: sp.MatrixBase) -> sp.MatrixBase:
+    if is_matrix_expression(top):
+        return sp.BlockMatrix([[top], [bottom]])
+    return top.col_join(bottom)
+
+
+def grow(
+    net: Perceptron, layer: int, column: sp.MatrixBase, broken: str | None = None
+) -> Perceptron:
+    """Append ``column.cols`` neurons to hidden layer ``layer``: zero rows, biases, psi entries.
+
+    ``column`` (``W_{layer+1}``'s new columns) is arbitrary. Symbolic sizes append blocks.
+    ``broken`` (controls): ``"bias"`` gives the new neurons a free bias, ``"row"`` a free row.
+    """
     if not 0 <= layer < len(net.weights) - 1:
         raise ValueError(f"layer {layer} is not followed by an activation")
     w, v = net.weights[layer], net.weights[layer + 1]
+    j = column.cols
     psi = net.psis[layer]
+    row = matrix("w_row", j, w.cols) if broken == "row" else _zeros(j, w.cols)
+    bias = vector("b_new", j) if broken == "bias" else _zeros(j, 1)
+    joined = sp.BlockMatrix([[v, column]]) if is_matrix_expression(v) else v.row_join(column)
     return net.with_layers(
-        weights={layer: w.col_join(sp.zeros(1, w.cols)), layer + 1: v.row_join(column)},
-        biases={layer: net.biases[layer].col_join(sp.zeros(1, 1))},
-        psis={layer: None if psi is None else psi.col_join(sp.zeros(1, 1))},
+        weights={layer: _join_rows(w, row), layer + 1: joined},
+        biases={layer: _join_rows(net.biases[layer], bias)},
+        psis={layer: None if psi is None else _join_rows(psi, _zeros(j, 1))},
     )
 
 
-def _exact_residual(n: int) -> sp.Matrix:
+def _exact_residual(n: int, broken: str | None = None) -> sp.Matrix:
     a, g_prev, net = layer_slice(n)
-    grown = grow(net, 0, vector("w_new", net.weights[1].rows))
+    grown = grow(net, 0, matrix("w_new", net.weights[1].rows, 1), broken)
     return trace_residual(forward(a, net, g_prev), forward(a, grown, g_prev))
 
 
-def exact() -> sp.Matrix:
+def exact(broken: str | None = None) -> sp.Matrix:
     """Growth ``n -> n + 1`` for ``n = 2, 3, 4``, arbitrary symbolic outgoing column: exact."""
-    return stack(*[_exact_residual(n) for n in SIZES])
+    return stack(*[_exact_residual(n, broken) for n in SIZES])
 
 
-def any_width() -> sp.Matrix:
-    """Block decomposition: ``H = |z|^2`` and ``Y_i = (W_{l+1} z)_i`` stand for any width."""
-    o = sp.Symbol("o", positive=True)
-    h = sp.Symbol("H", nonnegative=True)
-    y, c, phi, w = sp.symbols("Y c phi w", real=True)
-    new_pre_activation = sp.S.Zero  # zero row . a + zero bias + zero psi entry * g_prev
-
-    before_sq = o + h
-    g_before = g(sp.sqrt(before_sq))
-    before = g_before * y + c + phi * g_before
-
-    after_sq = o + h + new_pre_activation**2
-    g_after = g(sp.sqrt(after_sq))
-    after = g_after * y + w * (g_after * new_pre_activation) + c + phi * g_after
-    return trace_residual(
-        Trace(sp.Matrix([before]), (before_sq,), (g_before,)),
-        Trace(sp.Matrix([after]), (after_sq,), (g_after,)),
-    )
+def any_width(broken: str | None = None) -> sp.Matrix:
+    """Growth ``n -> n + j`` for symbolic ``n`` and ``j``, with and without psi terms."""
+    n, j = sp.symbols("n j", integer=True, positive=True)
+    parts = []
+    for generalised in (True, False):
+        a, g_prev, net = layer_slice(n, generalised=generalised)
+        grown = grow(net, 0, sp.MatrixSymbol("w_new", net.weights[1].rows, j), broken)
+        parts.append(trace_residual(forward(a, net, g_prev), forward(a, grown, g_prev)))
+    return stack(*parts)

@@ -11,6 +11,12 @@ because the new pre-activation is ``Q^T z``, ``|Q^T z|^2 = |z|^2`` (argument ide
 ``V Q (g Q^T z) = V g z``. Every entry (``W``, ``b``, ``psi``, ``V``, ``c``, ``phi``, ``a``,
 ``g_prev``, ``o`` and the parameters of ``Q``) is an independent symbol.
 
+Any width (:func:`any_width`): the same slice with matrix symbols of symbolic widths and
+``Q`` an :func:`~proofs._matrices.orthogonal` symbol. Concrete: Cayley ``Q``, and a reflection
+times a cyclic permutation ``Q = H C`` (``Q != Q^T``, so ``Q`` and ``Q^T`` are told apart),
+``n = 2..4``.
+Controls (``broken=``): psi not rotated, ``V`` not rotated, ``Q`` without the hypothesis.
+
 Example::
 
     >>> from isoproof.proofs import reparameterisation
@@ -22,37 +28,60 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ._matrices import orthogonal
 from ._symbolic import cayley, forward, householder, layer_slice, stack, trace_residual
 
-__all__ = ["SIZES", "plain", "reflection", "reparameterisation_residual", "rotation"]
+__all__ = [
+    "SIZES",
+    "any_width",
+    "plain",
+    "reflection",
+    "reparameterisation_residual",
+    "rotation",
+]
 
 #: Hidden widths checked with every entry symbolic.
 SIZES: tuple[int, ...] = (2, 3, 4)
 
 
-def reparameterisation_residual(q: sp.MatrixBase, generalised: bool = True) -> sp.Matrix:
+def reparameterisation_residual(
+    q: sp.MatrixBase, generalised: bool = True, broken: str | None = None
+) -> sp.Matrix:
     """Two-step residual of the reparameterisation by ``Q`` (``Q^T`` into, ``Q`` out of, layer).
 
-    Step one proves ``N(Q^T z; o)^2 - N(z; o)^2 = 0``; step two the output identity.
+    Step one proves ``N(Q^T z; o)^2 - N(z; o)^2 = 0``; step two the output identity. ``q`` of
+    symbolic size gives the any-width slice. ``broken``: ``"psi_not_rotated"`` keeps ``psi``,
+    ``"v_not_rotated"`` keeps ``V`` (controls).
     """
     a, g_prev, net = layer_slice(q.rows, generalised=generalised)
     psi = net.psis[0]
+    if psi is not None and broken != "psi_not_rotated":
+        psi = q.T * psi
     rotated = net.with_layers(
-        weights={0: q.T * net.weights[0], 1: net.weights[1] * q},
+        weights={
+            0: q.T * net.weights[0],
+            1: net.weights[1] if broken == "v_not_rotated" else net.weights[1] * q,
+        },
         biases={0: q.T * net.biases[0]},
-        psis={0: None if psi is None else q.T * psi},
+        psis={0: psi},
     )
     return trace_residual(forward(a, net, g_prev), forward(a, rotated, g_prev))
 
 
-def rotation() -> sp.Matrix:
+def rotation(broken: str | None = None) -> sp.Matrix:
     """Generalised perceptron (o, psi), Cayley ``Q``, hidden widths ``n = 2, 3, 4``."""
-    return stack(*[reparameterisation_residual(cayley(n)) for n in SIZES])
+    return stack(*[reparameterisation_residual(cayley(n), broken=broken) for n in SIZES])
+
+
+def _cycle(n: int) -> sp.Matrix:
+    """The cyclic permutation ``e_i -> e_{i+1}``: orthogonal and not symmetric for ``n >= 3``."""
+    return sp.Matrix(n, n, lambda i, j: 1 if i == (j + 1) % n else 0)
 
 
 def reflection() -> sp.Matrix:
-    """Generalised perceptron (o, psi), Householder ``Q``, hidden widths ``n = 2, 3, 4``."""
-    return stack(*[reparameterisation_residual(householder(n)) for n in SIZES])
+    """Generalised perceptron, ``Q = H C`` (Householder ``H`` times a cyclic permutation ``C``:
+    an orthogonal ``Q`` with ``Q != Q^T``), ``n = 2, 3, 4``."""
+    return stack(*[reparameterisation_residual(householder(n) * _cycle(n)) for n in SIZES])
 
 
 def plain() -> sp.Matrix:
@@ -63,4 +92,18 @@ def plain() -> sp.Matrix:
             for n in SIZES
             for q in (cayley(n), householder(n))
         ]
+    )
+
+
+def any_width(broken: str | None = None) -> sp.Matrix:
+    """Any widths: generalised and plain slices, ``Q`` orthogonal of symbolic size ``n``.
+
+    ``broken``: as :func:`reparameterisation_residual`, or ``"no_hypothesis"`` (``Q`` an
+    arbitrary matrix symbol).
+    """
+    n = sp.Symbol("n", integer=True, positive=True)
+    q = sp.MatrixSymbol("Q", n, n) if broken == "no_hypothesis" else orthogonal("Q", n)
+    return stack(
+        reparameterisation_residual(q, True, broken),
+        reparameterisation_residual(q, False, broken),
     )

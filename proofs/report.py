@@ -6,10 +6,11 @@ JSON shape::
      "claims": [{"id", "statement", "section", "kind": "claim" | "control",
                  "holds": bool, "residual": str, "seconds": float, "status": str}]}
 
-A control is expected to have ``holds: false`` with ``status: "refuted"``. ``status`` is one of
-``proved`` / ``not proved`` (claims), ``refuted`` / ``holds`` / ``undecided`` (controls),
-``timeout`` or ``error`` (either). ``ok`` is true iff every claim is ``proved`` and every
-control ``refuted``. Files are written atomically (temporary file, then ``os.replace``).
+A control is expected to have ``holds: false`` with ``status: "not proved"`` (its claim's own
+proof path, with one thing broken, must fail). ``status`` is one of ``proved`` / ``not proved``
+(claims and controls), ``holds`` (a control that was proved), ``timeout`` or ``error``
+(either). ``ok`` is true iff every claim is ``proved`` and every control ``not proved``. Files are
+written atomically (temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        """A claim passes when proved, a control when refuted."""
-        return self.status == ("proved" if self.kind == "claim" else "refuted")
+        """A claim passes when proved, a control when its broken proof is not proved."""
+        return self.status == ("proved" if self.kind == "claim" else "not proved")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """Every claim proved and every control refuted (an empty run is not ok)."""
+        """Every claim proved and no control proved (an empty run is not ok)."""
         return bool(self.results) and all(r.passed for r in self.results)
 
     def to_dict(self) -> dict[str, object]:
@@ -70,7 +71,7 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     def to_junit(self) -> str:
-        """JUnit XML: one ``testcase`` per claim; a failed claim or unrefuted control fails."""
+        """JUnit XML: one ``testcase`` per claim; a failed claim or a proved control fails."""
         failures = sum(1 for r in self.results if not r.passed and r.status != "error")
         errors = sum(1 for r in self.results if r.status == "error")
         suites = ET.Element("testsuites", name="proofs", time=f"{self.seconds:.3f}")
@@ -94,7 +95,7 @@ class Report:
             )
             if not r.passed:
                 tag = "error" if r.status == "error" else "failure"
-                expected = "proved" if r.kind == "claim" else "refuted"
+                expected = "proved" if r.kind == "claim" else "not proved"
                 problem = ET.SubElement(
                     case, tag, message=f"expected {expected}, got {r.status}", type=r.status
                 )
@@ -123,7 +124,7 @@ class Report:
         controls = [r for r in self.results if r.kind == "control"]
         lines.append(
             f"{sum(r.passed for r in claims)}/{len(claims)} claims proved, "
-            f"{sum(r.passed for r in controls)}/{len(controls)} controls refuted "
+            f"{sum(r.passed for r in controls)}/{len(controls)} controls not proved "
             f"in {self.seconds:.1f} s: {'OK' if self.ok else 'FAILED'}"
         )
         return "\n".join(lines)

@@ -2,9 +2,10 @@
 
 ``run()`` evaluates every claim (or the ones named) under a per-claim time limit and returns a
 :class:`~proofs.report.Report`. A claim *holds* iff its residual is identically zero (see
-:func:`proofs._symbolic.is_zero`); a control must be *refuted*: its residual must contain a
-closed number of absolute value above ``1e-6`` (a control that merely fails to simplify is
-``undecided`` and fails the run, as does a control that times out).
+:func:`proofs._symbolic.is_zero`). A control is a claim's own check with one thing broken
+(:func:`proofs.registry.broken`); it passes iff that same proof path does *not* prove it
+(status ``not proved``); a control that is proved (``holds``), times out or crashes fails the
+run.
 
 The time limit uses ``SIGALRM`` (Unix, main thread only; elsewhere claims run without one). An
 enclosing alarm (e.g. pytest-timeout's) is kept: the earlier deadline wins and the outer alarm
@@ -14,8 +15,7 @@ Command line::
 
     python -m proofs [--json PATH] [--junit PATH] [--only ID ...] [--timeout SECONDS] [--list]
 
-Exit status 0 iff every claim holds and every control is refuted; 1 otherwise; 2 on usage
-errors.
+Exit status 0 iff every claim is proved and no control is; 1 otherwise; 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from types import FrameType
 import sympy as sp
 
 from . import registry
-from ._symbolic import Residual, entries, is_zero, nonzero_number
+from ._symbolic import Residual, entries, is_zero
 from .registry import Claim
 from .report import Report, Result, shorten_residual, write_atomic
 
@@ -98,12 +98,11 @@ def evaluate(claim: Claim, timeout: float | None = DEFAULT_TIMEOUT) -> Result:
         with time_limit(timeout):
             residual = claim.check()
             holds = is_zero(residual)
-            refuted = not holds and claim.kind == "control" and nonzero_number(residual)
             text = format_residual(residual)
         if claim.kind == "claim":
             status = "proved" if holds else "not proved"
         else:
-            status = "holds" if holds else "refuted" if refuted else "undecided"
+            status = "holds" if holds else "not proved"
     except ClaimTimeout as exc:
         holds, status, text = False, "timeout", str(exc)
     except Exception as exc:  # a crashing check is reported, never silently passed
@@ -164,7 +163,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m proofs",
         description="Check the SymPy proofs of the isotropic method's invariances "
-        "(exit 0 iff every claim holds and every negative control is refuted).",
+        "(exit 0 iff every claim is proved and no negative control is).",
     )
     return add_arguments(parser)
 
