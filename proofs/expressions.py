@@ -1,11 +1,16 @@
 """SymPy expressions of the proven formulas, for tests that bridge proofs and the torch library.
 
-A bridge test lambdifies these expressions and compares them with the library's tensors, so
-the library is checked against exactly the formulas the proofs use (the degeneration proofs
-call :func:`degenerated_length` and :func:`degenerated_psi` below).
+One source: everything here is built by :mod:`proofs._symbolic` (the activation by
+:func:`~proofs._symbolic.isotropic`, the network by :func:`~proofs._symbolic.forward`, the
+length by :func:`~proofs._symbolic.radial_length`), the very builders every proof uses, and the
+degeneration proofs call :func:`degenerated_length` and :func:`degenerated_psi` below. A bridge
+test lambdifies these expressions and compares them with the library's tensors.
 
-- :func:`activation_expression`: isotropic tanh ``f(z) = tanh(N) / N * z``,
-  ``N = sqrt(o + sum_i z_i^2)`` (§1 isotropic activations).
+- :data:`PROFILES` / :func:`gain_profile`: the shipped radial profiles as gains
+  ``g(N) = s(N) / N`` (``tanh``, ``softsign``, ``log1p``, ``shifted_relu``).
+- :func:`activation_expression`: ``f(z) = g(N) z``, ``N = sqrt(o + |z|^2)`` (§1).
+- :func:`forward_expression`: the generalised perceptron's output (§2):
+  ``z_l = W_l a_{l-1} + b_l + psi_l g_{l-1}`` (``psi_0`` absent), ``a_l = g(N(z_l; o_l)) z_l``.
 - :func:`degeneration_update`: removing ``k`` neurons with biases ``b*`` and outgoing columns
   ``W*`` sets ``o <- o + sum_j b*_j^2`` and ``psi <- psi + W* b*`` (§4 neurodegeneration).
 
@@ -21,33 +26,87 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import sympy as sp
 
 from ._matrices import is_matrix_expression
-from ._symbolic import sq_norm
+from ._symbolic import (
+    Perceptron,
+    Profile,
+    forward,
+    isotropic,
+    matrix,
+    sq_norm,
+    tanh_profile,
+    vector,
+)
 
 __all__ = [
+    "PROFILES",
     "activation_expression",
     "degenerated_length",
     "degenerated_psi",
     "degeneration_update",
+    "forward_expression",
+    "gain_profile",
 ]
 
+#: Radial profiles ``s`` of the library (``isoproof.radial``), as functions of ``N`` and the
+#: shifted ReLU's shift ``R``; the gain is ``s(N) / N``.
+PROFILES: dict[str, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
+    "tanh": lambda r, shift: sp.tanh(r),
+    "softsign": lambda r, shift: r / (1 + r),
+    "log1p": lambda r, shift: sp.log(1 + r),
+    "shifted_relu": lambda r, shift: sp.Max(r - shift, 0),
+}
 
-def activation_expression(n: int) -> tuple[tuple[sp.Symbol, ...], sp.Symbol, sp.Matrix]:
-    """``(z, o, f)`` with ``f = tanh(N) / N * z``, ``N = sqrt(o + |z|^2)``, ``z`` of width ``n``.
+
+def gain_profile(radial: str = "tanh", shift: float = 1.0) -> Profile:
+    """The gain ``g(N) = s(N) / N`` of a shipped profile (``tanh``: :func:`tanh_profile`)."""
+    if radial not in PROFILES:
+        raise ValueError(f"expected a radial profile in {sorted(PROFILES)}, got {radial!r}")
+    if radial == "tanh":
+        return tanh_profile
+    s = PROFILES[radial]
+    return lambda length: s(length, sp.nsimplify(shift)) / length
+
+
+def activation_expression(
+    n: int, radial: str = "tanh"
+) -> tuple[tuple[sp.Symbol, ...], sp.Symbol, sp.Matrix]:
+    """``(z, o, f)`` with ``f = g(N) z``, ``N = sqrt(o + |z|^2)``, ``z`` of width ``n``.
 
     ``z_i`` are real symbols ``z0 ... z{n-1}``; ``o`` is a positive symbol, added to the squared
-    norm as in the note's v2 form (substitute ``o = 0`` for no intrinsic length).
+    norm as in the note's v2 form (substitute ``o = 0`` for no intrinsic length). Built by
+    :func:`proofs._symbolic.isotropic`.
     """
     if n < 1:
         raise ValueError(f"width must be at least 1, got {n}")
-    z = tuple(sp.Symbol(f"z{i}", real=True) for i in range(n))
+    z = vector("z", n)
     o = sp.Symbol("o", positive=True)
-    length = sp.sqrt(o + sp.Add(*[zi**2 for zi in z]))
-    return z, o, sp.Matrix(z) * (sp.tanh(length) / length)
+    f, _ = isotropic(z, o, gain_profile(radial))
+    return tuple(z), o, f
+
+
+def forward_expression(
+    widths: tuple[int, ...], radial: str = "tanh", psi: bool = True
+) -> tuple[sp.Matrix, Perceptron, sp.Matrix]:
+    """``(x, net, y)``: the symbolic network of these widths and its output (``forward``).
+
+    Layer ``l`` has ``W_l`` (symbols ``W{l}_i_j``), ``b_l``, ``psi_l`` for ``l >= 1`` (when
+    ``psi``; the library's ``model.psi[l - 1]``) and ``o_l > 0`` after every hidden layer.
+    """
+    depth = len(widths) - 1
+    x = vector("x", widths[0])
+    net = Perceptron(
+        weights=tuple(matrix(f"W{l}_", widths[l + 1], widths[l]) for l in range(depth)),
+        biases=tuple(vector(f"b{l}_", widths[l + 1]) for l in range(depth)),
+        psis=(None, *[vector(f"psi{l}_", widths[l + 1]) if psi else None for l in range(1, depth)]),
+        lengths=tuple(sp.Symbol(f"o{l}", positive=True) for l in range(depth - 1)),
+    )
+    return x, net, forward(x, net, profile=gain_profile(radial)).output
 
 
 def degenerated_length(o: sp.Expr, b_star: sp.MatrixBase) -> sp.Expr:
