@@ -36,7 +36,6 @@ from functools import cache
 from typing import cast, overload
 
 import sympy as sp
-from sympy.core.function import AppliedUndef
 from sympy.polys.rings import PolyElement, PolyRing, ring
 
 from ._matrices import is_matrix_expression, scalarise
@@ -57,8 +56,6 @@ __all__ = [
     "layer_slice",
     "match_gains",
     "matrix",
-    "nonzero_number",
-    "numeric",
     "radial_length",
     "reduce",
     "skew",
@@ -430,20 +427,13 @@ def stack(*parts: Residual) -> sp.Matrix:
     return sp.Matrix([e for part in parts for e in entries(part)])
 
 
-def is_zero(residual: Residual, equals_limit: int = 100) -> bool:
-    """``True`` iff every entry is identically zero.
+def is_zero(residual: Residual) -> bool:
+    """``True`` iff every entry is identically zero: ``0``, or :func:`reduce` proves it zero.
 
-    An entry is zero if it is ``0`` or :func:`reduce` proves it zero. As a fallback for small
-    entries without undefined functions (at most ``equals_limit`` operations; the fallback is
-    slow on large ones), ``entry.equals(0) is True`` also counts; ``None`` counts as not zero.
+    No numerical or heuristic fallback (``Expr.equals`` may decide by evaluation): an entry
+    that :func:`reduce` cannot bring to 0 counts as not zero.
     """
-    for entry in entries(residual):
-        if entry == 0 or reduce(entry) == 0:
-            continue
-        small = not entry.atoms(AppliedUndef) and sp.count_ops(entry) <= equals_limit
-        if not small or entry.equals(0) is not True:
-            return False
-    return True
+    return all(entry == 0 or reduce(entry) == 0 for entry in entries(residual))
 
 
 def match_gains(before: Trace, after: Trace) -> tuple[sp.Matrix, dict[sp.Expr, sp.Expr]]:
@@ -472,27 +462,3 @@ def trace_residual(before: Trace, after: Trace) -> sp.Matrix:
     """Two-step residual of ``after.output - before.output``: argument identities, then output."""
     norms, subs = match_gains(before, after)
     return stack(norms, reduce(after.output.xreplace(subs) - before.output))
-
-
-@overload
-def numeric(expr: sp.MatrixBase, digits: int = 50) -> sp.Matrix: ...
-@overload
-def numeric(expr: sp.Expr, digits: int = 50) -> sp.Expr: ...
-def numeric(expr: Residual, digits: int = 50) -> Residual:
-    """High-precision value of a closed residual (entrywise for matrices)."""
-    if isinstance(expr, sp.MatrixBase):
-        return sp.Matrix(expr.shape[0], expr.shape[1], [sp.N(e, digits) for e in entries(expr)])
-    return sp.N(expr, digits)
-
-
-def nonzero_number(residual: Residual, floor: float = 1e-6) -> bool:
-    """``True`` iff some entry is a closed number with ``|entry| > floor`` (a proof of non-zero).
-
-    Entries are evaluated to 50 significant digits, so the verdict is not a rounding artefact.
-    """
-    for entry in entries(residual):
-        if entry.free_symbols or entry.atoms(AppliedUndef):
-            continue
-        if abs(sp.N(entry, 50)) > floor:
-            return True
-    return False

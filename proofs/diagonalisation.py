@@ -127,7 +127,7 @@ def left(broken: str | None = None) -> sp.Matrix:
     return stack(
         *[
             _left_residual(rows, cols, with_psi, broken=broken)
-            for rows, cols in LEFT_SIZES
+            for rows, cols in (LEFT_SIZES[:1] if broken else LEFT_SIZES)
             for with_psi in (False, True)
         ]
     )
@@ -180,7 +180,7 @@ def full(broken: str | None = None) -> sp.Matrix:
     return stack(
         *[
             _full_residual(rows, cols, with_psi, broken=broken)
-            for rows, cols, with_psi in FULL_CASES
+            for rows, cols, with_psi in (FULL_CASES[:1] if broken else FULL_CASES)
         ]
     )
 

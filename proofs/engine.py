@@ -26,9 +26,13 @@ def _wrong(ok: bool) -> sp.Expr:
     return sp.S.Zero if ok else sp.S.One
 
 
-def soundness() -> sp.Matrix:
-    """``0`` per correct engine answer (calls go through the module, so patches are seen)."""
+def soundness(broken: str | None = None) -> sp.Matrix:
+    """``0`` per correct engine answer (calls go through the module, so patches are seen).
+
+    ``broken="zero_test"`` (a control) asks a zero test that always answers "zero".
+    """
     x, y = sp.symbols("x y", real=True)
+    is_zero = (lambda residual: True) if broken == "zero_test" else _symbolic.is_zero
     g = _symbolic.g
     identity = (x + y) ** 2 - x**2 - 2 * x * y - y**2
     before = _symbolic.Trace(sp.Matrix([g(sp.sqrt(x)) * y]), (x,), (g(sp.sqrt(x)),))
@@ -36,10 +40,10 @@ def soundness() -> sp.Matrix:
     _, subs = _symbolic.match_gains(before, after)
     return sp.Matrix(
         [
-            _wrong(_symbolic.is_zero(sp.Matrix([identity]))),  # proves a true identity
-            _wrong(not _symbolic.is_zero(sp.Matrix([x - y]))),  # refuses a false one
+            _wrong(is_zero(sp.Matrix([identity]))),  # proves a true identity
+            _wrong(not is_zero(sp.Matrix([x - y]))),  # refuses a false one
             _wrong(_symbolic.reduce(x * (y + 1) - x * y) == x),  # reduces symbolic input
             _wrong(not subs),  # never identifies g(N') with g(N) when N'^2 != N^2
-            _wrong(not _symbolic.is_zero(_symbolic.trace_residual(before, after))),
+            _wrong(not is_zero(_symbolic.trace_residual(before, after))),
         ]
     )

@@ -67,6 +67,16 @@ def equivariance_residual(q: sp.MatrixBase, o: sp.Expr, broken: str | None = Non
     return trace_residual(activation_trace(z, o, left=q), activation_trace(q * z, o))
 
 
+def _sizes(broken: str | None) -> tuple[int, ...]:
+    """All :data:`SIZES` for a claim; the first only for a control (one failure is enough)."""
+    return SIZES[:1] if broken else SIZES
+
+
+def _q(q: sp.MatrixBase, broken: str | None) -> sp.MatrixBase:
+    """``Q``, or ``2 Q`` (not orthogonal) for ``broken="scaled"``."""
+    return 2 * q if broken == "scaled" else q
+
+
 def _orthogonality(q: sp.MatrixBase) -> sp.Matrix:
     """``Q^T Q - I``, reduced."""
     return reduce(q.T * q - sp.eye(q.rows))
@@ -87,32 +97,38 @@ def rotation(broken: str | None = None) -> sp.Matrix:
     )
 
 
-def rotation_without_length() -> sp.Matrix:
-    """``f(Qz) = Q f(z)`` for Cayley rotations, ``n = 2, 3, 4``, no intrinsic length (o = 0)."""
-    return stack(*[equivariance_residual(cayley(n), sp.S.Zero) for n in SIZES])
+def rotation_without_length(broken: str | None = None) -> sp.Matrix:
+    """``f(Qz) = Q f(z)`` for Cayley rotations, ``n = 2, 3, 4``, no intrinsic length (o = 0).
+
+    ``broken="scaled"``: ``2 Q`` (a control, as for the other concrete checks here).
+    """
+    return stack(*[equivariance_residual(_q(cayley(n), broken), sp.S.Zero) for n in _sizes(broken)])
 
 
-def reflection() -> sp.Matrix:
+def reflection(broken: str | None = None) -> sp.Matrix:
     """``H^T H = I`` and ``f(Hz) = H f(z)`` for Householder reflections, ``n = 2, 3, 4``."""
     return stack(
         *[
-            stack(_orthogonality(householder(n)), equivariance_residual(householder(n), _o))
-            for n in SIZES
+            stack(_orthogonality(_q(householder(n), broken)),
+                  equivariance_residual(_q(householder(n), broken), _o))
+            for n in _sizes(broken)
         ]
+    )  # fmt: skip
+
+
+def reflection_without_length(broken: str | None = None) -> sp.Matrix:
+    """``f(Hz) = H f(z)`` for Householder reflections, ``n = 2, 3, 4``, ``o = 0``."""
+    return stack(
+        *[equivariance_residual(_q(householder(n), broken), sp.S.Zero) for n in _sizes(broken)]
     )
 
 
-def reflection_without_length() -> sp.Matrix:
-    """``f(Hz) = H f(z)`` for Householder reflections, ``n = 2, 3, 4``, ``o = 0``."""
-    return stack(*[equivariance_residual(householder(n), sp.S.Zero) for n in SIZES])
-
-
-def norm_invariance() -> sp.Matrix:
+def norm_invariance(broken: str | None = None) -> sp.Matrix:
     """``|Qz|^2 + o - (|z|^2 + o) = 0`` for Cayley and Householder ``Q``, ``n = 2, 3, 4``."""
     parts: list[sp.Expr] = []
-    for n in SIZES:
+    for n in _sizes(broken):
         z = vector("z", n)
-        for q in (cayley(n), householder(n)):
+        for q in (_q(cayley(n), broken), _q(householder(n), broken)):
             parts.append(reduce(radial_length(q * z, _o) ** 2 - radial_length(z, _o) ** 2))
     return stack(*parts)
 

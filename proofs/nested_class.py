@@ -66,7 +66,7 @@ def network(widths: tuple[int, ...]) -> tuple[sp.Matrix, Perceptron]:
 def growth(broken: str | None = None) -> sp.Matrix:
     """``P(n) -> P(n + 1)`` keeps ``F`` (``n = 2, 3, 4``); grow-then-remove is the identity."""
     parts: list[sp.Matrix] = []
-    for n in SIZES:
+    for n in SIZES[:1] if broken else SIZES:
         x, net = network((2, 2, n, 2))
         grown = grow(net, _LAYER, vector("w_new", 2), broken)
         parts.append(trace_residual(forward(x, net), forward(x, grown)))
@@ -89,7 +89,7 @@ def growth(broken: str | None = None) -> sp.Matrix:
 def degeneration(broken: str | None = None) -> sp.Matrix:
     """``P(n) -> P(n - 1)`` keeps ``F`` when the removed neuron has ``sigma = 0``, ``psi* = 0``."""
     parts: list[sp.Matrix] = []
-    for n in SIZES:
+    for n in SIZES[:1] if broken else SIZES:
         x, net = network((2, 2, n, 2))
         net = silence(net, _LAYER, 1)
         new = degenerate(net, _LAYER, 1, broken)

@@ -157,9 +157,13 @@ def exact(broken: str | None = None) -> sp.Matrix:
     return stack(*[_exact_residual(n, 1, broken) for n in SIZES])
 
 
-def exact_several() -> sp.Matrix:
-    """``k`` neurons removed after one diagonalisation (``n = 3, 4``; ``k = 2 .. n - 1``)."""
-    return stack(*[_exact_residual(n, k) for n in SIZES for k in range(2, n)])
+def exact_several(broken: str | None = None) -> sp.Matrix:
+    """``k`` neurons removed after one diagonalisation (``n = 3, 4``; ``k = 2 .. n - 1``).
+
+    ``broken``: as :func:`exact`, at ``n = 3``, ``k = 2`` only.
+    """
+    cases = [(3, 2)] if broken else [(n, k) for n in SIZES for k in range(2, n)]
+    return stack(*[_exact_residual(n, k, broken) for n, k in cases])
 
 
 def block_slice(broken: str | None = None) -> tuple[sp.MatrixBase, sp.Symbol, Perceptron]:
@@ -204,9 +208,11 @@ def any_width(broken: str | None = None) -> sp.Matrix:
     )
 
 
-def _first_order_residual(difference: sp.Expr, sigma: sp.Symbol, u: sp.Expr, b: sp.Expr):
+def _first_order_residual(
+    difference: sp.Expr, sigma: sp.Symbol, u: sp.Expr, b: sp.Expr, broken: str | None = None
+) -> sp.Matrix:
     """Residuals of ``D = 2 u b sigma + sigma^2 u^2``, ``D'(0) = 2 u b``, series, remainder."""
-    slope = 2 * u * b
+    slope = (1 if broken == "half_slope" else 2) * u * b
     series = sp.series(difference, sigma, 0, 2).removeO()
     remainder = sp.limit(sp.expand(difference - slope * sigma) / sigma**2, sigma, 0)
     return stack(
@@ -217,7 +223,7 @@ def _first_order_residual(difference: sp.Expr, sigma: sp.Symbol, u: sp.Expr, b: 
     )
 
 
-def first_order() -> sp.Matrix:
+def first_order(broken: str | None = None) -> sp.Matrix:
     """Removing a neuron with ``sigma > 0``: ``N_exact^2 - N_new^2 = 2 u b* sigma + O(sigma^2)``.
 
     Block form with symbols ``H, u, b*`` and concretely on a width-3 psi slice whose removed
@@ -239,8 +245,8 @@ def first_order() -> sp.Matrix:
     new_sq = forward(a, degenerate(net, 0, 1), g_prev).radicands[0]
     concrete = sp.expand(exact_sq - new_sq)
     return stack(
-        _first_order_residual(block, sigma, u, b),
-        _first_order_residual(concrete, sigma, (q.T * a)[0, 0], net.biases[0][n - 1]),
+        _first_order_residual(block, sigma, u, b, broken),
+        _first_order_residual(concrete, sigma, (q.T * a)[0, 0], net.biases[0][n - 1], broken),
     )
 
 

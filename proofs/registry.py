@@ -514,6 +514,90 @@ _CONTROLS: tuple[Claim, ...] = (
         S1,
         broken(profiles.constants, "too_small"),
     ),
+    _control(
+        "control.equivariance.rotation_no_length.scaled",
+        "2 Q (not orthogonal) is not an equivariance of f",
+        S1,
+        broken(equivariance.rotation_without_length, "scaled"),
+    ),
+    _control(
+        "control.equivariance.reflection.scaled",
+        "2 H (not orthogonal) is not an equivariance of f",
+        S1,
+        broken(equivariance.reflection, "scaled"),
+    ),
+    _control(
+        "control.equivariance.reflection_no_length.scaled",
+        "2 H (not orthogonal) is not an equivariance of f, o = 0",
+        S1,
+        broken(equivariance.reflection_without_length, "scaled"),
+    ),
+    _control(
+        "control.equivariance.norm.scaled",
+        "2 Q does not keep |z|^2",
+        S1,
+        broken(equivariance.norm_invariance, "scaled"),
+    ),
+    _control(
+        "control.reparameterisation.plain.v_not_rotated",
+        "keeping W2 (not W2 Q) breaks the plain reparameterisation",
+        S1,
+        broken(reparameterisation.plain, "v_not_rotated"),
+    ),
+    _control(
+        "control.reparameterisation.reflection.transposed",
+        "rotating out by Q^T instead of Q is not exact for Q = H C",
+        S2,
+        broken(reparameterisation.reflection, "transposed"),
+    ),
+    _control(
+        "control.diagonalisation.left.next_not_rotated",
+        "concrete left diagonalisation without W_next <- W_next R is not exact",
+        S3,
+        broken(diagonalisation.left, "next_not_rotated"),
+    ),
+    _control(
+        "control.diagonalisation.full.previous_not_rotated",
+        "concrete full diagonalisation without Q^T into layer l-1 is not exact",
+        S3,
+        broken(diagonalisation.full, "previous_not_rotated"),
+    ),
+    _control(
+        "control.sparsification.ratio.every_layer",
+        "stored = K n (every map diagonal) does not give the ratio 1/2",
+        S3_SPARSE,
+        broken(sparsification.ratio_limit, "every_layer"),
+    ),
+    _control(
+        "control.neurodegeneration.several.without_o",
+        "removing k neurons without the o update is not exact",
+        S4,
+        broken(neurodegeneration.exact_several, "without_o"),
+    ),
+    _control(
+        "control.neurodegeneration.first_order.half_slope",
+        "the squared length's slope is not u b*",
+        S4,
+        broken(neurodegeneration.first_order, "half_slope"),
+    ),
+    _control(
+        "control.neurogenesis.exact.bias",
+        "a concrete new neuron with a non-zero bias is not exact",
+        S5,
+        broken(neurogenesis.exact, "bias"),
+    ),
+    _control(
+        "control.nested_class.degeneration.without_psi",
+        "P(n) -> P(n - 1) without the psi update leaves the function",
+        S2,
+        broken(nested_class.degeneration, "without_psi"),
+    ),
+    _control(
+        "control.prover.soundness.zero_test",
+        "a zero test that always answers zero fails the prover's own checks",
+        PROVER,
+        broken(engine.soundness, "zero_test"),
+    ),
 )
 
 

@@ -78,18 +78,27 @@ def _cycle(n: int) -> sp.Matrix:
     return sp.Matrix(n, n, lambda i, j: 1 if i == (j + 1) % n else 0)
 
 
-def reflection() -> sp.Matrix:
+def reflection(broken: str | None = None) -> sp.Matrix:
     """Generalised perceptron, ``Q = H C`` (Householder ``H`` times a cyclic permutation ``C``:
-    an orthogonal ``Q`` with ``Q != Q^T``), ``n = 2, 3, 4``."""
+    an orthogonal ``Q`` with ``Q != Q^T``), ``n = 2, 3, 4``.
+
+    ``broken="transposed"`` rotates out by ``Q^T`` instead of ``Q`` (``n = 3``; a control that
+    a symmetric ``Q`` could not fail).
+    """
+    if broken == "transposed":
+        return _transposed(householder(3) * _cycle(3))
     return stack(*[reparameterisation_residual(householder(n) * _cycle(n)) for n in SIZES])
 
 
-def plain() -> sp.Matrix:
-    """``W2 f(W1 a + b1) = (W2 Q) f(Q^T W1 a + Q^T b1)``, Cayley and Householder, n = 2, 3, 4."""
+def plain(broken: str | None = None) -> sp.Matrix:
+    """``W2 f(W1 a + b1) = (W2 Q) f(Q^T W1 a + Q^T b1)``, Cayley and Householder, n = 2, 3, 4.
+
+    ``broken="v_not_rotated"`` (a control) at ``n = 2``.
+    """
     return stack(
         *[
-            reparameterisation_residual(q, generalised=False)
-            for n in SIZES
+            reparameterisation_residual(q, generalised=False, broken=broken)
+            for n in (SIZES[:1] if broken else SIZES)
             for q in (cayley(n), householder(n))
         ]
     )
@@ -107,3 +116,16 @@ def any_width(broken: str | None = None) -> sp.Matrix:
         reparameterisation_residual(q, True, broken),
         reparameterisation_residual(q, False, broken),
     )
+
+
+def _transposed(q: sp.MatrixBase) -> sp.Matrix:
+    """``Q^T`` into the layer and ``Q^T`` (not ``Q``) out of it."""
+    a, g_prev, net = layer_slice(q.rows)
+    psi = net.psis[0]
+    assert psi is not None
+    wrong = net.with_layers(
+        weights={0: q.T * net.weights[0], 1: net.weights[1] * q.T},
+        biases={0: q.T * net.biases[0]},
+        psis={0: q.T * psi},
+    )
+    return trace_residual(forward(a, net, g_prev), forward(a, wrong, g_prev))

@@ -61,13 +61,17 @@ def symbolic_count(broken: str | None = None) -> sp.Matrix:
     return stack(reduce(even), reduce(odd))
 
 
-def ratio_limit() -> sp.Matrix:
-    """``C(K, n) / (K n^2) -> 1/2`` for ``K = 2m`` and ``K = 2m + 1``, both orders of limits."""
+def ratio_limit(broken: str | None = None) -> sp.Matrix:
+    """``C(K, n) / (K n^2) -> 1/2`` for ``K = 2m`` and ``K = 2m + 1``, both orders of limits.
+
+    ``broken="every_layer"`` takes ``C = K n`` (every map diagonal; a control).
+    """
     m = sp.Symbol("m", integer=True, positive=True)
     n = sp.Symbol("n", integer=True, positive=True)
     parts: list[sp.Expr] = []
     for k in (2 * m, 2 * m + 1):
-        ratio = count_formula(k, n) / (k * n**2)
+        stored = k * n if broken == "every_layer" else count_formula(k, n)
+        ratio = stored / (k * n**2)
         parts.append(sp.limit(sp.limit(ratio, n, sp.oo), m, sp.oo) - sp.Rational(1, 2))
         parts.append(sp.limit(sp.limit(ratio, m, sp.oo), n, sp.oo) - sp.Rational(1, 2))
     return stack(*[reduce(p) for p in parts])
