@@ -2,24 +2,20 @@
 
 Each claim of the method note (``§1`` isotropic activations ... ``§5`` neurogenesis) is a
 :class:`~proofs.registry.Claim` whose check returns an exact residual, identically zero when
-the identity holds; negative controls (near-misses such as elementwise tanh, or degeneration
-without the ``o`` update) must return a demonstrably non-zero number. SymPy only: nothing here
-imports torch.
+the identity holds; "any n" claims are proven on matrix expressions of symbolic size. Every
+claim has negative controls: its own check with one thing broken (``broken=``), which the same
+proof path must fail to prove. SymPy only: nothing here imports torch.
 
 Run ``python -m proofs --json out/proofs.json --junit out/proofs.xml`` (or ``isoproof prove``);
-the exit status is 0 iff every claim holds and every control is refuted. pytest collects one
-test per claim from ``tests/test_proofs.py``.
-
-Measured: ``python -m proofs`` (24 claims, 6 controls) takes 10.6-12.3 s of CPU and 10.8-14.8 s
-wall-clock on the 2-core development machine (5 runs, cores shared with other jobs); the target
-is under 30 s. The slowest claim is ``diagonalisation.full`` (about 2.5 s).
+the exit status is 0 iff every claim is proved and no control is. The JSON report carries the
+run's wall and CPU seconds. pytest collects one test per claim from ``tests/test_proofs.py``.
 
 Example::
 
     >>> import isoproof.proofs as proofs
-    >>> report = proofs.run(["equivariance.reflection", "control.elementwise_tanh"])
+    >>> report = proofs.run(["equivariance.any_n", "control.equivariance.any_n.no_hypothesis"])
     >>> report.ok, [r.status for r in report.results]
-    (True, ['proved', 'refuted'])
+    (True, ['proved', 'not proved'])
 """
 
 from .registry import Claim, claims

@@ -12,13 +12,19 @@ identity proven here holds for every profile. Orthogonal matrices are exact: the
 of a symbolic skew matrix and the Householder reflection of a symbolic vector have rational
 entries, so ``Q^T Q - I`` is the zero matrix after cancellation.
 
+Any width: :func:`vector`, :func:`matrix` and :func:`layer_slice` with a symbolic size give
+:class:`sympy.MatrixSymbol` objects, and :func:`forward` then runs on matrix expressions (block
+matrices are collapsed blockwise); :func:`sq_norm` and the output are scalarised by
+:func:`proofs._matrices.scalarise`, where orthogonality is the only hypothesis (a rewrite).
+
 Zero tests (:func:`reduce`, :func:`is_zero`). A residual is evaluated bottom-up as an exact
 rational function over a sparse polynomial ring over ZZ whose generators are the symbols and the
 opaque atoms (``g(...)``, square roots, ``Sum``): numerators are expanded in the ring, and
 denominator factors are kept apart and shared, never cancelled (no gcd is computed). The residual
 is identically zero iff its numerator is the zero polynomial. Treating atoms as independent
 generators can only miss a zero (it never invents one), so a claim can fail to be proven but
-cannot be proven falsely. This replaces ``cancel``/``expand`` on Expr trees, which take
+cannot be proven falsely. There is no heuristic or numerical fallback. This replaces
+``cancel``/``expand`` on Expr trees, which take
 minutes on the ``n = 4`` Cayley expressions; the ring takes well under a second.
 
 Two-step argument for identities under ``g`` (:func:`match_gains`). For two forward passes

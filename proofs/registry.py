@@ -39,7 +39,7 @@ from . import (
 )
 from ._symbolic import Residual
 
-__all__ = ["SECTIONS", "Claim", "Kind", "broken", "claims", "get"]
+__all__ = ["SECTIONS", "Claim", "Kind", "broken", "claims", "get", "markdown_table"]
 
 Kind = Literal["claim", "control"]
 
@@ -97,7 +97,7 @@ def _control(id: str, statement: str, section: str, check: Callable[[], Residual
 _EQ = "isoproof.activations.IsotropicActivation"
 _SURGERY = "isoproof.ops._surgery.Surgery.change_basis"
 _PRUNE = "isoproof.ops.neurodegeneration.remove_weakest"
-_GROW = "isoproof.ops.neurogenesis"
+_GROW = "isoproof.ops.neurogenesis.grow"
 
 _CLAIMS: tuple[Claim, ...] = (
     # ------------------------------------------------------------------ §1 equivariance
@@ -151,11 +151,12 @@ _CLAIMS: tuple[Claim, ...] = (
     ),
     _claim(
         "profiles.lipschitz",
-        "|f(z) - f(z')| <= max(sup|g|, sup|s'|) |z - z'| and the constants of the shipped"
-        " profiles (tanh, softsign, log1p, shifted_relu)",
+        "J = g I + g'/N z z^T has eigenvalues g and (1-t) g + t s' (t in [0, 1]), so"
+        " Lip(f) <= max(sup|g|, sup|s'|); the receipt constants of tanh, softsign, log1p,"
+        " shifted_relu (tanh's sup|g'|: the bound 2 sqrt(3)/9)",
         S1,
         profiles.constants,
-        "any n; r >= 0",
+        "n = 3 (J), r > 0",
         "isoproof.radial.Radial",
     ),
     # ------------------------------------------------------------------ reparameterisation
@@ -201,7 +202,7 @@ _CLAIMS: tuple[Claim, ...] = (
         S3,
         diagonalisation.left_any,
         "any n",
-        "isoproof.ops.diagonalise.left_diagonalise",
+        "isoproof.ops.diagonalisation.left_diagonalise",
     ),
     _claim(
         "diagonalisation.full_any",
@@ -210,7 +211,7 @@ _CLAIMS: tuple[Claim, ...] = (
         S3,
         diagonalisation.full_any,
         "any n",
-        "isoproof.ops.diagonalise.full_diagonalise",
+        "isoproof.ops.diagonalisation.full_diagonalise",
     ),
     _claim(
         "diagonalisation.left",
@@ -218,7 +219,7 @@ _CLAIMS: tuple[Claim, ...] = (
         S3,
         diagonalisation.left,
         "2x2 3x2 2x3 3x3 4x2 2x4",
-        "isoproof.ops.diagonalise.left_diagonalise",
+        "isoproof.ops.diagonalisation.left_diagonalise",
     ),
     _claim(
         "diagonalisation.full",
@@ -226,7 +227,7 @@ _CLAIMS: tuple[Claim, ...] = (
         S3,
         diagonalisation.full,
         "2x2 3x2 2x3 3x3 4x2",
-        "isoproof.ops.diagonalise.full_diagonalise",
+        "isoproof.ops.diagonalisation.full_diagonalise",
     ),
     _claim(
         "sparsification.count",
@@ -234,7 +235,7 @@ _CLAIMS: tuple[Claim, ...] = (
         S3_SPARSE,
         sparsification.symbolic_count,
         "any n, K",
-        "isoproof.ops.sparsify",
+        "isoproof.ops.diagonalisation.sparsify",
     ),
     _claim(
         "sparsification.ratio",
@@ -242,7 +243,7 @@ _CLAIMS: tuple[Claim, ...] = (
         S3_SPARSE,
         sparsification.ratio_limit,
         "limit",
-        "isoproof.ops.sparsify",
+        "isoproof.ops.diagonalisation.sparsify",
     ),
     # ------------------------------------------------------------------ §4 neurodegeneration
     _claim(
@@ -275,7 +276,7 @@ _CLAIMS: tuple[Claim, ...] = (
         "with sigma > 0 the squared length changes by 2 u b* sigma + sigma^2 u^2, u = q . a",
         S4,
         neurodegeneration.first_order,
-        "any n (block); n = 3",
+        "block scalars; n = 3",
         _PRUNE,
     ),
     _claim(
@@ -342,8 +343,8 @@ _CLAIMS: tuple[Claim, ...] = (
     # ------------------------------------------------------------------ optimiser state
     _claim(
         "optimiser.first_moment",
-        "gradients transform as G' = A G B^T under an exact change of basis, so the first"
-        " moment m' = A m B^T is exact",
+        "if gradients map as G' = A G B^T (premise: the chain rule), m <- beta m + (1 - beta) G"
+        " carries m' = A m B^T exactly",
         OPTIM,
         training.first_moment,
         "any n",
@@ -351,8 +352,8 @@ _CLAIMS: tuple[Claim, ...] = (
     ),
     _claim(
         "optimiser.second_moment",
-        "(A G)∘(A G) = (A∘A)(G∘G) + cross terms 2 sum_{j<k} A_ij A_ik G_j G_k: exact iff each"
-        " row of A has at most one non-zero entry",
+        "(A G)∘(A G) = (A∘A)(G∘G) + 2 sum_{j<k} A_ij A_ik G_j G_k: the squared map is exact"
+        " when each row of A has at most one non-zero entry, else off by these cross terms",
         OPTIM,
         training.second_moment,
         "n = 2..3",
@@ -613,3 +614,27 @@ def get(claim_id: str) -> Claim:
             return claim
     known = ", ".join(c.id for c in claims())
     raise KeyError(f"unknown claim id {claim_id!r}; known ids: {known}")
+
+
+def markdown_table() -> str:
+    """The claim table of ``proofs/README.md``: id, generality, controls, code bound to.
+
+    ``tests/test_proofs.py`` checks that the README holds exactly this table.
+    """
+    rows = [
+        "| claim | statement | generality | controls (must not be proved) | bound to |",
+        "|---|---|---|---|---|",
+    ]
+    checks = {c.check: c.id for c in _CLAIMS}
+    controls: dict[str, list[str]] = {c.id: [] for c in _CLAIMS}
+    for control in _CONTROLS:
+        func = getattr(control.check, "func", None)
+        if func in checks:
+            controls[checks[func]].append(f"`{control.check.keywords['broken']}`")
+    for c in _CLAIMS:
+        statement = c.statement.replace("|", "\\|")
+        rows.append(
+            f"| `{c.id}` | {statement} | {c.generality} | {', '.join(controls[c.id])} "
+            f"| `{c.binds}` |"
+        )
+    return "\n".join(rows) + "\n"

@@ -2,7 +2,7 @@
 
 JSON shape::
 
-    {"ok": bool, "seconds": float,
+    {"ok": bool, "seconds": float, "cpu_seconds": float,
      "claims": [{"id", "statement", "section", "kind": "claim" | "control",
                  "holds": bool, "residual": str, "seconds": float, "status": str}]}
 
@@ -53,6 +53,8 @@ class Report:
 
     results: tuple[Result, ...]
     seconds: float
+    #: CPU seconds of the process during the run (``time.process_time``).
+    cpu_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,7 @@ class Report:
         return {
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "claims": [asdict(r) | {"seconds": round(r.seconds, 3)} for r in self.results],
         }
 
@@ -125,7 +128,8 @@ class Report:
         lines.append(
             f"{sum(r.passed for r in claims)}/{len(claims)} claims proved, "
             f"{sum(r.passed for r in controls)}/{len(controls)} controls not proved "
-            f"in {self.seconds:.1f} s: {'OK' if self.ok else 'FAILED'}"
+            f"in {self.seconds:.1f} s ({self.cpu_seconds:.1f} s CPU): "
+            f"{'OK' if self.ok else 'FAILED'}"
         )
         return "\n".join(lines)
 

@@ -83,6 +83,17 @@ def test_every_control_is_a_broken_claim_and_every_claim_has_one() -> None:
         assert claim.generality and claim.binds, claim.id
 
 
+def test_readmes_state_exactly_the_registry() -> None:
+    """``proofs/README.md`` holds the generated claim table; the README names every claim."""
+    root = Path(__file__).parent.parent
+    assert registry.markdown_table() in (root / "proofs" / "README.md").read_text("utf-8")
+    readme = (root / "README.md").read_text("utf-8")
+    section = readme.split("## What is proven, and where it is tested")[1].split("\n## ")[0]
+    for claim in CLAIMS:
+        if claim.kind == "claim":
+            assert f"`{claim.id}`" in section, claim.id
+
+
 def test_any_width_claims_are_symbolic() -> None:
     """The ``any n`` claims really are stated on sizes that are symbols."""
     any_n = [c for c in CLAIMS if c.kind == "claim" and c.generality.startswith("any n")]
@@ -106,7 +117,7 @@ def test_main_writes_json_and_junit(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     report = json.loads(json_path.read_text(encoding="utf-8"))
     assert report["ok"] is True
-    assert isinstance(report["seconds"], float)
+    assert isinstance(report["seconds"], float) and isinstance(report["cpu_seconds"], float)
     assert [c["id"] for c in report["claims"]] == [c.id for c in CLAIMS]
     for entry in report["claims"]:
         assert set(entry) >= JSON_KEYS, entry
