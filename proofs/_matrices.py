@@ -135,7 +135,17 @@ def _word_symbol(word: Word) -> sp.Expr:
 
 
 def scalarise(expr: sp.Basic) -> sp.Expr:
-    """``sum_w c_w [w]``: the expression as a commutative SymPy expression (see module doc)."""
+    """``sum_w c_w [w]``: the expression as a commutative SymPy expression (see module doc).
+
+    Raises:
+        ValueError: two different matrix symbols share a name (their words would be confused).
+    """
     if isinstance(expr, sp.BlockMatrix | MatrixExpr):
         expr = sp.block_collapse(expr)
-    return sp.Add(*[c * _word_symbol(w) for w, c in _words(expr).items()])
+    words = _words(expr)
+    by_name: dict[str, sp.MatrixSymbol] = {}
+    for word in words:
+        for symbol, _ in word:
+            if by_name.setdefault(symbol.name, symbol) != symbol:
+                raise ValueError(f"expected one matrix symbol per name, got two {symbol.name}")
+    return sp.Add(*[c * _word_symbol(w) for w, c in words.items()])

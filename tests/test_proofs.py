@@ -437,3 +437,19 @@ def test_python_m_proofs_exits_non_zero_with_a_broken_engine(tmp_path: Path) -> 
     report = json.loads(json_path.read_text(encoding="utf-8"))
     failed = [c["id"] for c in report["claims"] if c["holds"] is (c["kind"] == "control")]
     assert "prover.soundness" in failed, failed
+
+
+def test_scalarise_uses_orthogonality_only_as_stated() -> None:
+    """``Q^T Q`` cancels for an orthogonal symbol only; ``Q^T`` and ``Q`` are not confused;
+    two symbols sharing a name are refused (their words would be merged)."""
+    from isoproof.proofs._matrices import orthogonal
+
+    n = sp.Symbol("n", integer=True, positive=True)
+    q, p, z = orthogonal("Q", n), sp.MatrixSymbol("P", n, n), sp.MatrixSymbol("z", n, 1)
+    assert scalarise(q.T * q * z - z) == 0
+    assert scalarise(q * q.T * z - z) == 0
+    assert scalarise(p.T * p * z - z) != 0
+    assert scalarise(q * z - q.T * z) != 0
+    assert scalarise(z.T * q * z - z.T * q.T * z) == 0  # a 1 x 1 word is its own transpose
+    with pytest.raises(ValueError, match="one matrix symbol per name"):
+        scalarise(q * sp.MatrixSymbol("Q", n, n))
