@@ -6,9 +6,9 @@ them as one line and exits with status 2. Messages follow the pattern "expected 
 
 from __future__ import annotations
 
-from isoproof.exceptions import IsoproofError
+from isoproof.exceptions import IsoproofError, MissingExtraError
 
-__all__ = ["ExportError", "VerificationError"]
+__all__ = ["ExportError", "RuntimeUnavailableError", "VerificationError"]
 
 
 class ExportError(IsoproofError):
@@ -24,3 +24,8 @@ class VerificationError(ExportError):
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class RuntimeUnavailableError(ExportError, MissingExtraError):
+    """A runtime back-end is not installed here (OpenVINO, or node / Chromium / the npm packages
+    of the browser back-end); the message says what to install and how."""

@@ -49,12 +49,14 @@ import onnx
 import torch
 from torch import nn
 
+from isoproof._validate import check_int
 from isoproof.io import model_digest
 from isoproof.mlp import count_parameters
 from isoproof.table import format_table
 
+from .backends import ALIASES, BACKENDS, Backend, BackendLoadError, canonical, open_backend
 from .errors import VerificationError
-from .export import INPUT_NAME, read_onnx_metadata
+from .export import _first_line, read_onnx_metadata
 from .graph import (
     OP_ALLOWLIST,
     QUANTIZED_OPS,
@@ -63,11 +65,12 @@ from .graph import (
     opset_of,
     stored_numbers,
 )
-from .runtime import input_spec, ort_session, run_batched
+from .runtime import input_spec, run_batched
 
 __all__ = [
     "EVALUATORS",
     "INT8_MAX_ACCURACY_DROP",
+    "LATENCY_BATCHES",
     "TOLERANCES",
     "InputSetResult",
     "VerificationReport",
@@ -76,6 +79,7 @@ __all__ = [
 ]
 
 EVALUATORS: tuple[str, ...] = ("onnxruntime", "reference")
+"""The default runtimes; every runtime is listed in :data:`~exporters.backends.BACKENDS`."""
 TOLERANCES: dict[str, float] = {
     "float64": 1e-10,
     "float32": 1e-5,
@@ -102,6 +106,9 @@ class InputSetResult:
     max_rel: float
     nonfinite: int
     ok: bool
+    max_abs_torch: float = math.nan
+    """vs torch in the model's own dtype (float32 for a float32 model) on the same rows; the
+    check itself is against float64 torch (``max_abs``)."""
 
 
 @dataclass
@@ -123,6 +130,7 @@ class VerificationReport:
     accuracy: dict[str, float] = field(default_factory=dict)
     source_digest_match: bool | None = None
     max_accuracy_drop: float | None = None
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -142,9 +150,26 @@ class VerificationReport:
         base = self.accuracy["torch"]
         return {k: 100.0 * (v - base) for k, v in self.accuracy.items() if k != "torch"}
 
+    def runtimes(self) -> dict[str, dict[str, float]]:
+        """Per runtime: max abs error vs float64 torch and vs torch in the model's dtype over
+        every input set, and its median latency (seconds per call) at each timed batch."""
+        out: dict[str, dict[str, float]] = {}
+        for r in self.results:
+            row = out.setdefault(r.evaluator, {"max_abs": 0.0, "max_abs_torch": 0.0})
+            row["max_abs"] = max(row["max_abs"], r.max_abs)
+            row["max_abs_torch"] = max(row["max_abs_torch"], r.max_abs_torch)
+        for name, times in self.latency.items():
+            out.setdefault(name, {}).update({f"seconds_{k}": v for k, v in times.items()})
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(ok=self.ok, max_abs=self.max_abs, accuracy_change_pp=self.accuracy_change)
+        out.update(
+            ok=self.ok,
+            max_abs=self.max_abs,
+            accuracy_change_pp=self.accuracy_change,
+            runtimes=self.runtimes(),
+        )
         return out
 
     def table(self) -> str:
@@ -169,6 +194,8 @@ class VerificationReport:
         ]
         headers = ["input set", "rows", "evaluator", "max abs", "max rel", "non-finite", "check"]
         lines += ["", format_table(headers, rows)]
+        if self.latency:
+            lines += ["", self._runtime_table()]
         if self.accuracy:
             parts = [f"torch {100 * self.accuracy['torch']:.2f}%"] + [
                 f"{k} {100 * self.accuracy[k]:.2f}% ({d:+.2f} pp)"
@@ -186,6 +213,16 @@ class VerificationReport:
         lines += ["", f"verification: {verdict}"]
         return "\n".join(lines)
 
+    def _runtime_table(self) -> str:
+        keys = sorted({k for t in self.latency.values() for k in t}, key=lambda k: int(k[5:]))
+        rows = [
+            [name, row.get("max_abs", math.nan), row.get("max_abs_torch", math.nan)]
+            + [1e3 * row.get(f"seconds_{k}", math.nan) for k in keys]
+            for name, row in self.runtimes().items()
+        ]
+        headers = ["runtime", "max abs vs float64", "max abs vs torch"]
+        return format_table(headers + [f"ms/call {k}" for k in keys], rows)
+
 
 def verify_onnx(
     path: str | os.PathLike[str],
@@ -199,6 +236,7 @@ def verify_onnx(
     evaluators: Iterable[str] = EVALUATORS,
     allow: Iterable[str] | None = None,
     max_accuracy_drop: float | None = None,
+    latency_runs: int = 0,
     raise_on_failure: bool = True,
 ) -> VerificationReport:
     """Compare the ONNX file at ``path`` with ``model`` (see the module docstring).
@@ -209,27 +247,81 @@ def verify_onnx(
         inputs: optional real data ``[rows, n_in]``; ``labels`` (``[rows]``) adds accuracies.
         rtol, atol: tolerances; default :data:`TOLERANCES` of the file's kind (float32: 1e-5).
         seed: seed of the random input sets.
-        evaluators: a subset of ``("onnxruntime", "reference")``.
+        evaluators: runtimes from :data:`~exporters.backends.BACKENDS` (``"onnxruntime"`` alias
+            ``"ort"``, ``"reference"``, ``"openvino"``, ``"browser"``); default
+            :data:`EVALUATORS`.
         allow: the op allow-list; default :data:`~exporters.graph.OP_ALLOWLIST`, plus
             :data:`~exporters.graph.QUANTIZED_OPS` for int8 files.
         max_accuracy_drop: with labels, fail if an evaluator loses more percentage points than
             this (default: 1.0 for int8 files, unchecked otherwise).
+        latency_runs: if > 0, each runtime's median seconds per call at batch 1 and 64 over
+            this many calls (``report.latency``).
         raise_on_failure: raise :class:`VerificationError` (default) or return the report.
 
     Returns:
         The :class:`VerificationReport`.
+
+    Raises:
+        VerificationError: bad arguments, an unreadable file, or (``raise_on_failure``) a failure.
+        RuntimeUnavailableError: a requested runtime is not installed ("install X with Y").
     """
+    path, proto, evaluators = _load_checked(path, model, evaluators)
+    report = _new_report(path, proto, model, atol=atol, rtol=rtol, allow=allow)
+    in_dtype, n_in, fixed = input_spec(proto)
+    sets = _input_sets(n_in, seed, inputs, dynamic=fixed is None)
+    if labels is not None and inputs is None:
+        raise VerificationError("expected inputs= together with labels=, got labels only")
+    y_true = None if labels is None else _labels(labels, sets["data"].shape[0])
+    latency_runs = check_int(latency_runs, "latency_runs", lo=0, error=VerificationError)
+    runtimes = _open_runtimes(report, evaluators, path, proto)
+    _compare_sets(report, model, sets, runtimes, in_dtype, fixed, y_true)
+    _check_accuracy(report, max_accuracy_drop)
+    if latency_runs:
+        _measure_latency(report, runtimes, in_dtype, n_in, fixed, latency_runs)
+    if raise_on_failure and not report.ok:
+        raise VerificationError(
+            f"{path.name} does not reproduce {type(model).__name__}: " + "; ".join(report.failures),
+            report,
+        )
+    return report
+
+
+def _load_checked(
+    path: str | os.PathLike[str], model: nn.Module, evaluators: Iterable[str]
+) -> tuple[Path, onnx.ModelProto, tuple[str, ...]]:
+    """Validate the arguments and parse the file (a damaged file is a VerificationError)."""
     path = Path(path)
     if not path.is_file():
         raise VerificationError(f"expected an ONNX file at {path}, got no such file")
     if not isinstance(model, nn.Module):
         raise VerificationError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    evaluators = tuple(evaluators)
-    unknown = sorted(set(evaluators) - set(EVALUATORS))
-    if unknown or not evaluators:
-        raise VerificationError(f"expected evaluators from {EVALUATORS}, got {evaluators!r}")
-    proto = onnx.load(str(path))
-    in_dtype, n_in, fixed = input_spec(proto)
+    names = tuple(canonical(e) for e in evaluators)
+    unknown = sorted(set(names) - set(BACKENDS))
+    if unknown or not names:
+        raise VerificationError(
+            f"expected evaluators from {BACKENDS} (or {sorted(ALIASES)}), got {tuple(evaluators)!r}"
+        )
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # protobuf's DecodeError, truncated files, ...
+        raise VerificationError(
+            f"expected an ONNX file at {path}, got an unreadable one ({type(e).__name__}: "
+            f"{_first_line(e)})"
+        ) from e
+    return path, proto, tuple(dict.fromkeys(names))
+
+
+def _new_report(
+    path: Path,
+    proto: onnx.ModelProto,
+    model: nn.Module,
+    *,
+    atol: float | None,
+    rtol: float | None,
+    allow: Iterable[str] | None,
+) -> VerificationReport:
+    """The report header: file facts, tolerances by kind, op allow-list and source checksum."""
+    _, _, fixed = input_spec(proto)
     meta = read_onnx_metadata(proto)
     kind = file_kind(proto)
     default = TOLERANCES[kind]
@@ -239,9 +331,6 @@ def verify_onnx(
     rtol = default if rtol is None else float(rtol)
     if not (atol >= 0 and rtol >= 0):
         raise VerificationError(f"expected atol, rtol >= 0, got atol={atol}, rtol={rtol}")
-    if labels is not None and inputs is None:
-        raise VerificationError("expected inputs= together with labels=, got labels only")
-
     report = VerificationReport(
         path=str(path),
         kind=kind,
@@ -259,36 +348,67 @@ def verify_onnx(
         report.source_digest_match = meta["isoproof.source_sha256"] == model_digest(model)
     if report.disallowed_ops:
         report.failures.append(f"ops outside the allow-list: {', '.join(report.disallowed_ops)}")
+    return report
 
-    sets = _input_sets(n_in, seed, inputs, dynamic=fixed is None)
-    y_true = None if labels is None else _labels(labels, sets["data"].shape[0])
+
+def _open_runtimes(
+    report: VerificationReport, names: tuple[str, ...], path: Path, proto: onnx.ModelProto
+) -> dict[str, Backend]:
+    """Open the file in each runtime; one that rejects it is that runtime's failure."""
+    runtimes = {}
+    for name in names:
+        try:
+            runtimes[name] = open_backend(name, path, proto)
+        except BackendLoadError as e:
+            report.failures.append(str(e))
+    return runtimes
+
+
+def _compare_sets(
+    report: VerificationReport,
+    model: nn.Module,
+    sets: dict[str, np.ndarray],
+    runtimes: dict[str, Backend],
+    in_dtype: type,
+    fixed: int | None,
+    y_true: np.ndarray | None,
+) -> None:
+    """Run every input set through torch (float64 and the model's own dtype) and each runtime."""
     reference = _torch_reference(model)
-    runners = {name: _runner(name, proto, path) for name in evaluators}
+    own = _torch_reference(model, dtype=_model_dtype(model))
     for name, x in sets.items():
         y_ref = reference(x)
+        y_own = own(x.astype(in_dtype))
         if not np.isfinite(y_ref).all():
             report.failures.append(f"torch itself gives NaN/Inf on input set {name!r}")
         if name == "data" and y_true is not None:
             report.accuracy["torch"] = _accuracy(y_ref, y_true)
-        for ev, run in runners.items():
-            y = run_batched(run, x.astype(in_dtype), fixed).astype(np.float64)
+        for ev, backend in runtimes.items():
+            try:
+                y = run_batched(backend.run, x.astype(in_dtype), fixed).astype(np.float64)
+            except BackendLoadError as e:
+                report.failures.append(f"{e} on {name!r}")
+                continue
             if y.shape != y_ref.shape:
                 report.failures.append(
                     f"{ev} on {name!r}: expected output shape {y_ref.shape}, got {y.shape}"
                 )
                 continue
-            r = _compare(name, ev, y, y_ref, atol, rtol)
+            r = _compare(name, ev, y, y_ref, report.atol, report.rtol, y_own)
             report.results.append(r)
             if r.nonfinite:
                 report.failures.append(f"{ev} gives {r.nonfinite} NaN/Inf on {name!r}")
             elif not r.ok:
                 report.failures.append(
                     f"{ev} on {name!r}: max abs error {r.max_abs:.3g} exceeds "
-                    f"{atol:g} + {rtol:g} |y|"
+                    f"{report.atol:g} + {report.rtol:g} |y|"
                 )
             if name == "data" and y_true is not None:
                 report.accuracy[ev] = _accuracy(y, y_true)
-    if max_accuracy_drop is None and kind == "int8":
+
+
+def _check_accuracy(report: VerificationReport, max_accuracy_drop: float | None) -> None:
+    if max_accuracy_drop is None and report.kind == "int8":
         max_accuracy_drop = INT8_MAX_ACCURACY_DROP
     report.max_accuracy_drop = max_accuracy_drop
     if max_accuracy_drop is not None:
@@ -297,12 +417,27 @@ def verify_onnx(
                 report.failures.append(
                     f"{ev} accuracy drops {-change:.2f} pp, expected at most {max_accuracy_drop} pp"
                 )
-    if raise_on_failure and not report.ok:
-        raise VerificationError(
-            f"{path.name} does not reproduce {type(model).__name__}: " + "; ".join(report.failures),
-            report,
-        )
-    return report
+
+
+LATENCY_BATCHES: tuple[int, ...] = (1, 64)
+"""Batch sizes of ``report.latency`` (a fixed-batch file is timed at its own batch only)."""
+
+
+def _measure_latency(
+    report: VerificationReport,
+    runtimes: dict[str, Backend],
+    in_dtype: type,
+    n_in: int,
+    fixed: int | None,
+    runs: int,
+) -> None:
+    batches = LATENCY_BATCHES if fixed is None else (fixed,)
+    dims = {f"batch{b}": [b, n_in] for b in batches}
+    for name, backend in runtimes.items():
+        try:
+            report.latency[name] = backend.latency(dims, in_dtype, runs)
+        except BackendLoadError as e:
+            report.failures.append(f"{e} (latency)")
 
 
 def file_kind(proto: onnx.ModelProto) -> str:
@@ -342,39 +477,36 @@ def _input_sets(
     return sets
 
 
-def _torch_reference(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    ref = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+def _torch_reference(
+    model: nn.Module, dtype: torch.dtype = torch.float64
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> model(x)`` on a CPU copy of ``model`` in ``dtype`` (eval mode), as float64 numpy."""
+    ref = copy.deepcopy(model).to(device="cpu", dtype=dtype).eval()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return ref(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+            return ref(x).to(torch.float64).numpy()
 
     return run
 
 
-def _runner(name: str, proto: onnx.ModelProto, path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        if name == "onnxruntime":
-            session = ort_session(path)
-            return lambda x: session.run(None, {INPUT_NAME: x})[0]
-        from onnx.reference import ReferenceEvaluator
-
-        evaluator = ReferenceEvaluator(proto)
-    except Exception as e:  # unsupported op/opset in that evaluator
-        raise VerificationError(
-            f"expected the {name} evaluator to load {path.name}, got {type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0][:200]} (choose evaluators= without it)"
-        ) from e
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with np.errstate(all="ignore"):  # overflow shows up as Inf/NaN in the report instead
-            return evaluator.run(None, {INPUT_NAME: x})[0]
-
-    return run
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (float32 if it has none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
 
 
 def _compare(
-    name: str, evaluator: str, y: np.ndarray, y_ref: np.ndarray, atol: float, rtol: float
+    name: str,
+    evaluator: str,
+    y: np.ndarray,
+    y_ref: np.ndarray,
+    atol: float,
+    rtol: float,
+    y_own: np.ndarray | None = None,
 ) -> InputSetResult:
     finite = np.isfinite(y)
     with np.errstate(all="ignore"):
@@ -383,8 +515,12 @@ def _compare(
     scale = float(np.abs(y_ref).max()) if y_ref.size else 0.0
     max_rel = max_abs / scale if scale > 0 else max_abs
     ok = bool(finite.all() and np.all(diff <= atol + rtol * np.abs(y_ref)))
+    vs_own = math.nan
+    if y_own is not None and y.size:
+        with np.errstate(all="ignore"):
+            vs_own = float(np.where(finite, np.abs(y - y_own), np.inf).max())
     return InputSetResult(
-        name, int(y.shape[0]), evaluator, max_abs, max_rel, int(y.size - finite.sum()), ok
+        name, int(y.shape[0]), evaluator, max_abs, max_rel, int(y.size - finite.sum()), ok, vs_own
     )
 
 
