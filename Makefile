@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export MPLBACKEND = Agg
 
-.PHONY: all setup test proofs demo bench lint clean
+.PHONY: all setup web test proofs demo bench lint clean
 
 all: test
 
@@ -25,7 +25,13 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# The browser runtime (Debian's chromium, node, the npm packages pinned in exporters/web): see
+# exporters/web/install.sh. Idempotent; as root it apt-installs what is missing; CI=true fails if
+# the browser tests could not run, elsewhere they skip with the reason.
+web:
+	bash exporters/web/install.sh
+
+test: $(STAMP) web
 	$(PY) -m ruff check isoproof proofs exporters tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -2,7 +2,8 @@
 
 A resized model is only useful if it ships: :func:`export_onnx` writes one self-contained,
 checked ONNX file (diagonal layers as ``Mul`` + ``Add``, the isotropic norm as plain portable ops),
-:func:`verify_onnx` runs it with onnxruntime and the ONNX reference evaluator against the torch
+:func:`verify_onnx` runs it with onnxruntime and the ONNX reference evaluator (and, on request,
+OpenVINO and onnxruntime-web in headless Chromium: :mod:`exporters.backends`) against the torch
 model on random, real and adversarial inputs, and :mod:`exporters.edge` derives float16, int8 and
 ORT-format files and reports mobile (NNAPI / CoreML) support.
 
@@ -18,6 +19,9 @@ Example::
 
 from __future__ import annotations
 
+from .backends import BACKENDS as BACKENDS
+from .backends import BackendLoadError as BackendLoadError
+from .browser import BrowserSession as BrowserSession
 from .edge import EPSupport as EPSupport
 from .edge import Int8Report as Int8Report
 from .edge import MobileReport as MobileReport
@@ -26,6 +30,7 @@ from .edge import quantize_int8 as quantize_int8
 from .edge import to_float16 as to_float16
 from .edge import to_ort_format as to_ort_format
 from .errors import ExportError as ExportError
+from .errors import RuntimeUnavailableError as RuntimeUnavailableError
 from .errors import VerificationError as VerificationError
 from .export import export_onnx as export_onnx
 from .export import read_onnx_metadata as read_onnx_metadata
@@ -36,13 +41,17 @@ from .verify import VerificationReport as VerificationReport
 from .verify import verify_onnx as verify_onnx
 
 __all__ = [
+    "BACKENDS",
     "FORBIDDEN_OPS",
     "OP_ALLOWLIST",
     "QUANTIZED_OPS",
+    "BackendLoadError",
+    "BrowserSession",
     "EPSupport",
     "ExportError",
     "Int8Report",
     "MobileReport",
+    "RuntimeUnavailableError",
     "VerificationError",
     "VerificationReport",
     "export_onnx",

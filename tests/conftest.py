@@ -80,3 +80,50 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(params=[torch.float64, torch.float32], ids=["f64", "f32"])
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     return request.param
+
+
+_RUNTIME_PROBLEMS: dict[str, str | None] = {}
+
+
+def _runtime_problem(marker: str) -> str | None:
+    """Why the runtime of a ``browser`` / ``openvino`` test cannot run here (None if it can)."""
+    if marker not in _RUNTIME_PROBLEMS:
+        if marker == "browser":
+            from isoproof.exporters.browser import browser_problem
+
+            _RUNTIME_PROBLEMS[marker] = browser_problem()
+        else:
+            import importlib.util
+
+            missing = importlib.util.find_spec("openvino") is None
+            _RUNTIME_PROBLEMS[marker] = (
+                "expected the openvino package, got none: pip install 'isoproof[edge]'"
+                if missing
+                else None
+            )
+    return _RUNTIME_PROBLEMS[marker]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``browser`` / ``openvino`` skip with the reason where the runtime is missing,
+    and fail instead under CI=true (CI installs both: ``make web`` and the ``edge`` extra)."""
+    for marker in ("browser", "openvino"):
+        if item.get_closest_marker(marker) is None:
+            continue
+        problem = _runtime_problem(marker)
+        if problem and os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the {marker} runtime cannot run: {problem}")
+        if problem:
+            pytest.skip(f"{marker} runtime: {problem}")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium with onnxruntime-web for the whole test session: the back-end's
+    shared session, which ``verify_onnx(evaluators=["browser"])`` uses too."""
+    from isoproof.exporters import browser as web
+
+    session = web.shared_session()
+    yield session
+    session.close()
+    web._SHARED.clear()
