@@ -10,7 +10,9 @@ file no runtime can load, are failures in every back-end. The browser starts onc
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -200,3 +202,41 @@ def test_cli_verify_every_runtime(exported, browser, capsys):
     for name in BACKENDS:
         assert f"\n{name} " in table
     assert "verification: PASS" in out
+
+
+SEVEN = [[(0.2, 0.15), (0.8, 0.15)], [(0.8, 0.15), (0.55, 0.5), (0.4, 0.88)]]
+
+
+@pytest.mark.browser
+def test_web_bundle_predicts_a_drawn_digit_like_torch(exported, browser, tmp_path):
+    folder = tmp_path / "web"
+    assert main(["export", str(exported["checkpoint"]), "--web", str(folder)]) == 0
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["input_dims"] == [None, 64] and meta["image"] == [8, 8]
+    assert meta["widths"] == [64, 40, 40, 10] and meta["pixel_max"] == 16.0
+    assert meta["parity"]["browser"] <= 1e-5
+    for name in ("index.html", "app.js", "model.onnx", "ort/ort.wasm.min.js"):
+        assert (folder / name).is_file(), name
+
+    url = browser.mount(folder) + "index.html"
+    browser.goto(url, wait="window.isoproofDemo.ready || window.isoproofDemo.error")
+    assert browser.evaluate("window.isoproofDemo.error || null") is None
+    browser.draw("#pad", SEVEN)
+    state = browser.evaluate("window.isoproofDemo", wait="window.isoproofDemo.count >= 2")
+    raw = np.array(state["raw"]).reshape(8, 8)
+    assert raw.min() >= 0 and raw.max() <= 16 and raw.max() > 8
+    assert raw[0].sum() > raw[-1, :4].sum()  # the bar of the 7 is on top
+    x = np.array(state["input"], dtype=np.float32)
+    expected = ((raw.reshape(-1) - meta["mean"]) / np.array(meta["std"])).astype(np.float32)
+    np.testing.assert_allclose(x, expected, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        logits = exported["model"](torch.from_numpy(x)[None]).numpy()[0]
+    np.testing.assert_allclose(state["logits"], logits, rtol=0, atol=1e-5)
+    assert state["prediction"] == int(logits.argmax())
+    facts = browser.evaluate("document.getElementById('facts').innerText")
+    assert "64 - 40 - 40 - 10" in facts
+    assert browser.evaluate("document.getElementById('prediction').innerText") == str(
+        state["prediction"]
+    )
+    shot = browser.screenshot(tmp_path / "web.png")["path"]
+    assert Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

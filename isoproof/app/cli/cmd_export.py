@@ -5,6 +5,12 @@ float32) and ``model.int8.onnx`` (dynamic int8). ``--verify`` checks every writt
 checkpoint (:func:`exporters.verify_onnx`) and prints the tables; the exit status is 1 if any
 check fails. ``--data`` takes real inputs (``.npy``, or ``.npz`` with ``x`` and optional ``y``
 labels) for verification and the int8 accuracy change.
+
+``--web DIR`` also writes a static web demo (:func:`exporters.webbundle.web_bundle`): draw a digit
+and the model predicts it in the browser with onnxruntime-web; the page shows the widths, the size
+and the parity measured here (onnxruntime, the reference evaluator and, where installed, the
+browser itself). The pixel statistics come from ``--dataset`` (default: ``digits`` for 64 inputs,
+``mnist`` for 784). Without ``-o`` the file is ``DIR/model.onnx``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from ._common import existing_file, load_model
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a saved model to ONNX (fp32, fp16, int8) and verify")
     p.add_argument("model", type=existing_file, help="a .safetensors file written by isoproof")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("-o", "--output", type=Path, help="the .onnx file to write")
     p.add_argument(
         "--batch",
         type=_batch,
@@ -34,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", type=existing_file, help="real inputs: .npy, or .npz with x (and y labels)"
     )
+    p.add_argument("--web", type=Path, metavar="DIR", help="also write a draw-a-digit web demo")
+    p.add_argument("--dataset", help="pixel statistics of the web demo (default by input size)")
     p.set_defaults(run=run)
 
 
@@ -42,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     x, y = read_data(args.data)
-    out = Path(args.output)
+    if args.output is None and args.web is None:
+        raise CliError("expected -o model.onnx or --web DIR, got neither")
+    out = Path(args.output) if args.output is not None else args.web / "model.onnx"
     if out.suffix != ".onnx":
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
     written = [export_onnx(model, out, batch=args.batch, opset=args.opset)]
@@ -55,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         report = quantize_int8(written[0], out.with_suffix(".int8.onnx"), labelled=labelled)
         written.append(Path(report.path))
         print(report.table())
+    if args.web is not None and _web(args, model, written[0]):
+        return 1
     if not args.verify:
         return 0
     failed = []
@@ -98,3 +110,41 @@ def _batch(value: str) -> int | str:
     if batch < 1:
         raise argparse.ArgumentTypeError(f"expected 'dynamic' or an int >= 1, got {value!r}")
     return batch
+
+
+_DATASETS = {64: "digits", 784: "mnist"}
+
+
+def _web(args: argparse.Namespace, model, onnx_path: Path) -> bool:
+    """Verify, then write the web bundle; ``True`` if verification failed (no bundle then)."""
+    from isoproof.data import load_dataset
+    from isoproof.exporters import verify_onnx
+    from isoproof.exporters.browser import browser_problem
+    from isoproof.exporters.webbundle import web_bundle
+
+    runtimes = ["onnxruntime", "reference"] + ([] if browser_problem() else ["browser"])
+    report = verify_onnx(onnx_path, model, evaluators=runtimes, raise_on_failure=False)
+    if not report.ok:
+        print(report.table())
+        print("isoproof export: verification FAILED; no web demo written", file=sys.stderr)
+        return True
+    n_in = int(model.widths[0]) if hasattr(model, "widths") else 0
+    name = args.dataset or _DATASETS.get(n_in)
+    if name is None:
+        raise CliError(f"expected --dataset for a model with {n_in} inputs, got none")
+    data = load_dataset(name)
+    raw_max = (data.x_train.double() * data.std.double() + data.mean.double()).max()
+    pixel_max = float(f"{float(raw_max):.6g}")  # 16 for digits, not 16.000002 (float32 stats)
+    parity = {k: v["max_abs"] for k, v in report.runtimes().items()}
+    index = web_bundle(
+        onnx_path,
+        args.web,
+        mean=data.mean,
+        std=data.std,
+        pixel_max=pixel_max,
+        parity=parity,
+        dataset=name,
+    )
+    print(f"wrote the web demo {index}; parity {parity}")
+    print(f"serve it: python -m http.server --bind 127.0.0.1 --directory {args.web} 8000")
+    return False
