@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-__all__ = ["machine", "record"]
+__all__ = ["machine", "record", "replace_section"]
 
 
 def _version(dist: str) -> str | None:
@@ -71,12 +71,18 @@ def record(name: str, markdown: str, data: dict[str, Any]) -> None:
         RESULTS / f"{name}.json",
         json.dumps({"benchmark": name, "machine": m, **data}, indent=2) + "\n",
     )
+    replace_section(DOC, name, f"{markdown.strip()}\n\n_{machine_line(m)}_")
+
+
+def replace_section(path: Path, name: str, markdown: str) -> None:
+    """Replace ``<!-- bench:<name> -->`` ... ``<!-- /bench:<name> -->`` in ``path`` (appending the
+    section if absent), atomically."""
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{begin}\n{markdown.strip()}\n\n_{machine_line(m)}_\n{end}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nRun `make bench`.\n"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nRun `make bench`.\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    atomic_write_text(DOC, text)
+    atomic_write_text(path, text)
