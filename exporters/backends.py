@@ -34,7 +34,7 @@ import onnx
 
 from .errors import ExportError, RuntimeUnavailableError
 from .export import INPUT_NAME, _first_line
-from .runtime import interleaved_medians, ort_session
+from .runtime import input_dims, interleaved_medians, ort_session
 
 __all__ = ["ALIASES", "BACKENDS", "Backend", "BackendLoadError", "canonical", "open_backend"]
 
@@ -156,8 +156,6 @@ def _reference(proto: onnx.ModelProto) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _zeros_like_input(proto: onnx.ModelProto) -> np.ndarray:
-    """Zeros of the file's first input: its dtype, fixed dims as stored, symbolic dims 1."""
-    initializers = {t.name for t in proto.graph.initializer}
-    tensor = next(i for i in proto.graph.input if i.name not in initializers).type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim]
-    return np.zeros(dims, dtype=onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    """Zeros of the file's input: its dtype, fixed dims as stored, symbolic dims 1."""
+    dtype, dims = input_dims(proto)
+    return np.zeros([1 if d is None else d for d in dims], dtype=dtype)

@@ -24,7 +24,7 @@ import onnx
 
 from .errors import ExportError
 
-__all__ = ["input_spec", "interleaved_medians", "ort_session", "run_batched"]
+__all__ = ["input_dims", "input_spec", "interleaved_medians", "ort_session", "run_batched"]
 
 
 def input_spec(proto: onnx.ModelProto) -> tuple[type, int, int | None]:
@@ -42,6 +42,17 @@ def input_spec(proto: onnx.ModelProto) -> tuple[type, int, int | None]:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).type
     fixed = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
     return dtype, int(dims[1].dim_value), fixed
+
+
+def input_dims(proto: onnx.ModelProto) -> tuple[type, list[int | None]]:
+    """``(numpy dtype, dims)`` of the file's single input, any rank; ``None`` for a symbolic dim."""
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ExportError(f"expected one graph input, got {[i.name for i in inputs]}")
+    tensor = inputs[0].type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    return onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).type, dims
 
 
 def ort_session(path: str | os.PathLike[str], *, threads: int = 1):  # -> ort.InferenceSession

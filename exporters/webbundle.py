@@ -42,6 +42,7 @@ from isoproof.files import atomic_path, atomic_write_text
 from .browser import WEB_DIR
 from .errors import ExportError, RuntimeUnavailableError
 from .export import read_onnx_metadata
+from .runtime import input_dims
 
 __all__ = ["ORT_FILES", "image_shape", "web_bundle"]
 
@@ -85,7 +86,9 @@ def web_bundle(
     """
     src, folder = Path(onnx_path), Path(folder)
     proto = onnx.load(str(src))
-    dims = _input_dims(proto)
+    dtype, dims = input_dims(proto)
+    if dtype is not np.float32:
+        raise ExportError(f"expected a float32 file for the web demo, got {np.dtype(dtype).name}")
     h, w = image_shape(dims)
     stats = {k: _per_pixel(v, h * w, k) for k, v in (("mean", mean), ("std", std))}
     if not (np.all(stats["std"] > 0) and math.isfinite(pixel_max) and pixel_max > 0):
@@ -121,19 +124,6 @@ def web_bundle(
         _copy(src, folder / "model.onnx")
     atomic_write_text(folder / "model.json", json.dumps(info, indent=1) + "\n")
     return folder / "index.html"
-
-
-def _input_dims(proto: onnx.ModelProto) -> list[int | None]:
-    initializers = {t.name for t in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ExportError(f"expected one graph input, got {[i.name for i in inputs]}")
-    tensor = inputs[0].type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
-        raise ExportError(
-            f"expected a float32 file for the web demo, got elem_type {tensor.elem_type}"
-        )
-    return [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
 
 
 def _per_pixel(value: object, n: int, what: str) -> np.ndarray:
