@@ -85,7 +85,7 @@ function pad(onStroke) {
   clear();
   ctx.lineCap = ctx.lineJoin = 'round';
   ctx.strokeStyle = '#000';
-  ctx.lineWidth = canvas.width / 11;
+  ctx.lineWidth = canvas.width / 9;
   let last = null;
   const at = (e) => { const r = canvas.getBoundingClientRect(); return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height]; };
   canvas.addEventListener('pointerdown', (e) => { canvas.setPointerCapture(e.pointerId); last = at(e); ctx.beginPath(); ctx.arc(...last, ctx.lineWidth / 2, 0, 2 * Math.PI); ctx.fillStyle = '#000'; ctx.fill(); });
