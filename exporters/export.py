@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 import isoproof as ip
+from isoproof._validate import check_int
 from isoproof.io import model_digest
 
 from .errors import ExportError
@@ -192,23 +193,18 @@ def _set_metadata(
 
 def _check_opset(opset: object) -> int:
     latest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not _MIN_OPSET <= opset <= latest:
-        raise ExportError(f"expected an int opset in [{_MIN_OPSET}, {latest}], got {opset!r}")
-    return opset
+    return check_int(opset, "opset", lo=_MIN_OPSET, hi=latest, error=ExportError)
 
 
 def _check_batch(batch: object) -> Batch:
     if batch == "dynamic":
         return "dynamic"
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ExportError(f"expected batch='dynamic' or an int >= 1, got {batch!r}")
-    return batch
+    return check_int(batch, "batch ('dynamic' or an int)", lo=1, error=ExportError)
 
 
 def _input_width(model: nn.Module, input_width: int | None) -> int:
     if input_width is not None:
-        if isinstance(input_width, bool) or not isinstance(input_width, int) or input_width < 1:
-            raise ExportError(f"expected input_width to be an int >= 1, got {input_width!r}")
+        check_int(input_width, "input_width", lo=1, error=ExportError)
         if isinstance(model, ip.IsotropicMLP) and input_width != model.widths[0]:
             raise ExportError(
                 f"expected input_width={model.widths[0]} (the model's first width), "

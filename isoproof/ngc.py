@@ -87,6 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._validate import check_int
 from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError, LayerIndexError, NonFiniteError, WidthError
 from .mlp import IsotropicMLP, count_parameters
@@ -550,24 +551,24 @@ def _resolve_groups(
 
 
 def _index(i: object) -> int:
-    if isinstance(i, bool) or not isinstance(i, int):
-        raise TypeError
-    return i
+    try:
+        return check_int(i, "a layer index")
+    except IsoproofError:
+        raise TypeError from None
 
 
 def _check_args(keep: float, rank: int | None, dense_factor: float | None, refine: int) -> None:
     if not (isinstance(keep, int | float) and 0 < keep <= 1):
         raise IsoproofError(f"expected keep in (0, 1], got {keep!r}")
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise IsoproofError(f"expected rank None or an int >= 1, got {rank!r}")
+    if rank is not None:
+        check_int(rank, "rank (None or an int)", lo=1)
     if dense_factor is not None and not (
         isinstance(dense_factor, int | float) and math.isfinite(dense_factor) and dense_factor >= 1
     ):
         raise IsoproofError(
             f"expected dense_factor None or a finite number >= 1, got {dense_factor!r}"
         )
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise IsoproofError(f"expected refine to be an int >= 0, got {refine!r}")
+    check_int(refine, "refine", lo=0)
 
 
 def _grams(
