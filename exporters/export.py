@@ -72,6 +72,7 @@ _MIN_OPSET = 18  # the dynamo exporter's minimum
 Batch = int | Literal["dynamic"]
 _REGISTRIES: dict[object, object] = {}
 _REGISTRY_LOCK = threading.Lock()
+_REGISTRY_CACHE_SIZE = 2  # opsets kept (an export uses one)
 
 
 def export_onnx(
@@ -168,7 +169,6 @@ def _set_metadata(
     proto: onnx.ModelProto, model: nn.Module, *, opset: int, batch: Batch, dtype: str
 ) -> None:
     is_iso = isinstance(model, ip.IsotropicMLP)
-    params = sum(p.numel() for p in model.parameters())  # shared parameters count once
     props = {
         "isoproof.widths": json.dumps(model.widths) if is_iso else "n/a",
         "isoproof.version": ip.__version__,
@@ -177,7 +177,7 @@ def _set_metadata(
         "isoproof.batch": str(batch),
         "isoproof.dtype": dtype,
         "isoproof.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "isoproof.parameters": str(int(params)),
+        "isoproof.parameters": str(ip.count_parameters(model)),  # the one stored count
         "isoproof.producer": (
             f"isoproof.exporters {ip.__version__}; torch {torch.__version__}; "
             f"onnx {onnx.__version__}; onnxscript {_version('onnxscript')}"
@@ -252,13 +252,16 @@ def _quiet_exporter() -> Iterator[None]:
 
 @contextmanager
 def _reuse_torchlib_registry() -> Iterator[None]:
-    """Build the exporter's aten -> ONNX registry once per opset and process.
+    """For the duration of one export, build the exporter's aten -> ONNX registry once per opset.
 
-    ``torch.onnx.export`` rebuilds it on every call (about 1.5 s of the 2-4 s an MLP export takes
-    here), although it only depends on the opset and is not modified unless a
-    ``custom_translation_table`` is passed (never, here). If torch's internals differ from
-    ``torch.onnx._internal.exporter._registration.ONNXRegistry.from_torchlib`` (2.13), this does
-    nothing and every export builds its own registry, as torch does.
+    ``torch.onnx.export`` rebuilds it on every call (2.5-3.5 s measured here, most of an MLP
+    export), although it depends only on the opset. Scope: the class attribute
+    ``ONNXRegistry.from_torchlib`` (torch 2.13 internals) is swapped only inside this context,
+    under a lock, and restored in ``finally``; nothing stays patched after the call. Every call
+    inside the scope gets its own copy of the cached registry (``functions`` lists copied), so a
+    caller that registers custom ops (``custom_translation_table``) never changes the cache, and
+    the cache holds at most :data:`_REGISTRY_CACHE_SIZE` opsets. If torch's internals differ, this
+    does nothing and every export builds its own registry, as torch does.
     """
     try:
         from torch.onnx._internal.exporter import _registration
@@ -273,8 +276,10 @@ def _reuse_torchlib_registry() -> Iterator[None]:
     def cached(cls: type, *args: object, **kwargs: object) -> object:
         key = (cls, args, tuple(sorted(kwargs.items())))
         if key not in _REGISTRIES:
+            while len(_REGISTRIES) >= _REGISTRY_CACHE_SIZE:
+                _REGISTRIES.pop(next(iter(_REGISTRIES)))
             _REGISTRIES[key] = build(cls, *args, **kwargs)
-        return _REGISTRIES[key]
+        return _copy_registry(_REGISTRIES[key])
 
     with _REGISTRY_LOCK:
         registry_cls.from_torchlib = classmethod(cached)
@@ -282,3 +287,10 @@ def _reuse_torchlib_registry() -> Iterator[None]:
             yield
         finally:
             registry_cls.from_torchlib = original
+
+
+def _copy_registry(registry: object) -> object:
+    """A registry sharing the (immutable) decompositions but not the per-op lists."""
+    new = copy.copy(registry)
+    new.functions = {k: list(v) for k, v in registry.functions.items()}  # type: ignore[attr-defined]
+    return new
