@@ -30,6 +30,7 @@ import torch
 from isoproof.app.experiments.common import load_data, single_thread
 from isoproof.files import atomic_write_text
 from isoproof.mlp import count_parameters
+from isoproof.strict_json import jsonable
 from isoproof.table import markdown_table
 
 from ._common import ROOT, record
@@ -375,7 +376,7 @@ def write_report(
         "rows": rows,
     }
     atomic_write_text(out / f"{name}.md", md)
-    atomic_write_text(out / f"{name}.json", _dumps(_strict(data)))
+    atomic_write_text(out / f"{name}.json", _dumps(jsonable(data, digits=7)))
     return md, data
 
 
@@ -389,17 +390,6 @@ def _dumps(data: dict[str, Any]) -> str:
         else:
             parts.append(f"{json.dumps(key)}: {json.dumps(value, allow_nan=False)}")
     return "{\n " + ",\n ".join(parts) + "\n}\n"
-
-
-def _strict(obj: Any) -> Any:
-    """Non-finite floats as strings (strict JSON); other floats to 7 significant digits."""
-    if isinstance(obj, float):
-        return float(f"{obj:.7g}") if math.isfinite(obj) else str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
-    return obj
 
 
 def _setup_text(

@@ -50,7 +50,9 @@ from torch import nn
 
 import isoproof as ip
 from isoproof._validate import check_int
+from isoproof.exceptions import one_line
 from isoproof.io import model_digest
+from isoproof.standard import linear_layers
 
 from .errors import ExportError
 from .graph import save_model, strip_debug_metadata
@@ -134,7 +136,7 @@ def export_onnx(
     except Exception as e:  # the exporter raises many types; report them as one
         raise ExportError(
             f"expected a module torch.onnx.export(dynamo=True) can trace, got "
-            f"{type(model).__name__} failing with {type(e).__name__}: {_first_line(e)}"
+            f"{type(model).__name__} failing with {type(e).__name__}: {one_line(e, 300)}"
         ) from e
 
     strip_debug_metadata(proto)
@@ -151,7 +153,7 @@ def check_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
             proto, check_type=True, strict_mode=True, data_prop=True
         )
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ExportError(f"expected a valid ONNX model, got: {_first_line(e)}") from e
+        raise ExportError(f"expected a valid ONNX model, got: {one_line(e, 300)}") from e
 
 
 def read_onnx_metadata(path: str | os.PathLike[str] | onnx.ModelProto) -> dict[str, str]:
@@ -211,11 +213,9 @@ def _input_width(model: nn.Module, input_width: int | None) -> int:
                 f"got {input_width}"
             )
         return input_width
-    if isinstance(model, ip.IsotropicMLP):
-        return model.widths[0]
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            return int(module.in_features)
+    maps = linear_layers(model)  # the one definition of a model's affine maps
+    if maps:
+        return int(maps[0].in_features)
     raise ExportError(
         f"expected input_width= for a {type(model).__name__} without an nn.Linear, got none"
     )
@@ -226,11 +226,6 @@ def _version(dist: str) -> str:
         return importlib_metadata.version(dist)
     except importlib_metadata.PackageNotFoundError:
         return "?"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
 
 
 @contextmanager

@@ -49,9 +49,11 @@ import onnx
 import torch
 from torch import nn
 
+from isoproof.exceptions import one_line
 from isoproof.io import model_digest
 from isoproof.mlp import count_parameters
 from isoproof.table import format_table
+from isoproof.testing import default_atol
 
 from .errors import VerificationError
 from .export import INPUT_NAME, read_onnx_metadata
@@ -76,10 +78,10 @@ __all__ = [
 ]
 
 EVALUATORS: tuple[str, ...] = ("onnxruntime", "reference")
-TOLERANCES: dict[str, float] = {
-    "float64": 1e-10,
-    "float32": 1e-5,
-    "float16": 1e-2,
+TOLERANCES: dict[str, float] = {  # from the one table, isoproof.testing.default_atol
+    "float64": default_atol(torch.float64, across_runtimes=True),
+    "float32": default_atol(torch.float32),
+    "float16": default_atol(torch.float16),
     "int8": math.inf,
 }
 """Default ``atol`` = ``rtol`` by file kind (float16 / int8 from the ``isoproof.variant`` metadata,
@@ -363,7 +365,7 @@ def _runner(name: str, proto: onnx.ModelProto, path: Path) -> Callable[[np.ndarr
     except Exception as e:  # unsupported op/opset in that evaluator
         raise VerificationError(
             f"expected the {name} evaluator to load {path.name}, got {type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0][:200]} (choose evaluators= without it)"
+            f"{one_line(e, 200)} (choose evaluators= without it)"
         ) from e
 
     def run(x: np.ndarray) -> np.ndarray:

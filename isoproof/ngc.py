@@ -88,9 +88,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_int
-from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError, LayerIndexError, NonFiniteError, WidthError
 from .mlp import IsotropicMLP, count_parameters
+from .standard import linear_layers
 from .table import format_table
 
 __all__ = [
@@ -310,7 +310,8 @@ def affine_maps(
 
         return list(model.linears), set_iso
     if isinstance(model, nn.Sequential):
-        slots = [j for j, m in enumerate(model) if isinstance(m, _AFFINE)]
+        maps = {id(m) for m in linear_layers(model)}
+        slots = [j for j, m in enumerate(model) if id(m) in maps]
         if not slots:
             raise IsoproofError("expected an nn.Sequential with nn.Linear layers, got none")
 
@@ -324,9 +325,6 @@ def affine_maps(
     )
 
 
-_AFFINE = (nn.Linear, NGCLinear, DiagonalLinear)
-
-
 @torch.no_grad()
 def affine_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The input of every affine map for the batch ``x``: ``[x, h_0, ..., h_{L-2}]``.
@@ -336,11 +334,11 @@ def affine_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """
     if isinstance(model, IsotropicMLP):
         return [x] + [a for a, _ in model.hidden_states(x)]
-    affine_maps(model)  # validates
+    maps = {id(m) for m in affine_maps(model)[0]}  # validates
     inputs: list[torch.Tensor] = []
     h = x
     for m in model:  # type: ignore[attr-defined]
-        if isinstance(m, _AFFINE):
+        if id(m) in maps:
             inputs.append(h)
         h = m(h)
     return inputs

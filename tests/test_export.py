@@ -296,9 +296,8 @@ def test_metadata_parameter_count_is_the_stored_count() -> None:
 
 def test_registry_reuse_is_scoped_to_the_export_call(exported) -> None:
     """The exporter's registry speed-up patches nothing outside the call and hands out copies."""
-    from torch.onnx._internal.exporter import _registration
-
     from isoproof.exporters import export as module
+    from torch.onnx._internal.exporter import _registration
 
     original = _registration.ONNXRegistry.__dict__["from_torchlib"]
     with module._reuse_torchlib_registry():

@@ -8,8 +8,6 @@ and prints the report. Exit status 0 if it passes, 1 if not.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 from ._common import existing_file, load_model
@@ -36,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from isoproof.exporters import verify_onnx
     from isoproof.files import atomic_write_text
+    from isoproof.strict_json import dumps
 
     from .cmd_export import read_data
 
@@ -53,17 +52,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.table())
     if args.json is not None:
-        text = json.dumps(_jsonable(report.to_dict()), indent=2, allow_nan=False)
+        text = dumps(report.to_dict(), indent=2)
         atomic_write_text(args.json, text + "\n")
     return 0 if report.ok else 1
-
-
-def _jsonable(value: object) -> object:
-    """Strict JSON: non-finite floats become the strings "inf", "-inf", "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

@@ -18,8 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import time
@@ -35,6 +33,7 @@ import torch
 from ..._version import __version__
 from ...data import Dataset, load_digits, load_mnist1d
 from ...files import atomic_write_text
+from ...strict_json import dumps
 
 __all__ = [
     "DEFAULT_OUT",
@@ -92,29 +91,9 @@ def write_result(result: Result, out: str | os.PathLike[str]) -> list[Path]:
         )
         md.append("")
     md_path = atomic_write_text(out / f"{result.name}.md", "\n".join(md))
-    payload = _strict({"experiment": result.name, "title": result.title, **result.data})
-    text = json.dumps(payload, indent=1, default=_json_default, allow_nan=False)
+    text = dumps({"experiment": result.name, "title": result.title, **result.data})
     json_path = atomic_write_text(out / f"{result.name}.json", text + "\n")
     return [md_path, json_path, *result.figures]
-
-
-def _strict(obj: Any) -> Any:
-    """Replace non-finite floats by the strings ``"inf"``, ``"-inf"``, ``"nan"`` (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
-    return obj
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    raise TypeError(f"expected JSON-serialisable data, got {type(obj).__name__}")
 
 
 def load_data(name: str, *, quick: bool = False) -> Dataset:
