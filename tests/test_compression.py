@@ -216,9 +216,7 @@ def test_docstring_examples_hold() -> None:
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     modules = (benchmarks.compression, benchmarks._budget, benchmarks._methods)
     tests = [
-        t
-        for m in modules
-        for t in doctest.DocTestFinder(exclude_empty=True).find(m, globs=vars(m))
+        t for m in modules for t in doctest.DocTestFinder(exclude_empty=True).find(m, globs=vars(m))
     ]
     assert sum(len(t.examples) for t in tests) >= 10
     for test in tests:

@@ -38,6 +38,8 @@ from ...strict_json import dumps
 __all__ = [
     "DEFAULT_OUT",
     "QUICK_MNIST1D_SAMPLES",
+    "RECIPE",
+    "Recipe",
     "Result",
     "Timer",
     "environment",
@@ -48,6 +50,32 @@ __all__ = [
 
 DEFAULT_OUT = Path("docs") / "results"
 QUICK_MNIST1D_SAMPLES = 400  # --quick: a small locally generated MNIST-1D (about 0.3 s)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe every experiment uses: passed to :func:`isoproof.train.fit` and
+    rendered into the reports from the same object (one home; never typed as prose).
+
+    Example::
+
+        >>> RECIPE.text()
+        'AdamW lr 0.001, weight decay 0.001, batch 48'
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 48
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """``lr``, ``weight_decay`` and ``batch_size`` for :func:`isoproof.train.fit`."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "batch_size": self.batch_size}
+
+    def text(self) -> str:
+        return f"AdamW lr {self.lr:g}, weight decay {self.weight_decay:g}, batch {self.batch_size}"
+
+
+RECIPE = Recipe()
 
 
 @dataclass
