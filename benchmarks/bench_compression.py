@@ -429,7 +429,7 @@ def _setup_text(
         f"Models ({shapes}), float32: an `IsotropicMLP` "
         "(isotropic tanh, trainable `o`, psi with decay 0.1, orthogonal init) and a standard "
         "tanh MLP (`isoproof.standard.standard_mlp`, orthogonal init), trained with the same "
-        f"recipe (`isoproof.train.fit`: AdamW lr {s.lr:g}, weight decay 1e-3, "
+        f"recipe (`isoproof.train.fit`: AdamW lr {s.lr:g}, weight decay {s.weight_decay:g}, "
         f"batch {s.batch_size}; epochs: {epochs}), seeds {list(s.seeds)}.{control} Every "
         "method compresses the same trained models. Fine-tune: "
         f"`fit(compressed, epochs={s.finetune_epochs}, lr={s.finetune_lr:g})`. Calibration "

@@ -146,6 +146,7 @@ class Settings:
         default_factory=lambda: {"digits": 20, "mnist1d": 40, "digits-narrow": 20}
     )
     lr: float = 1e-3
+    weight_decay: float = 1e-3
     batch_size: int = 48
     finetune_epochs: int = 2
     finetune_lr: float = 3e-4
@@ -162,7 +163,8 @@ def _train(family: str, widths: list[int], data: Dataset, seed: int, s: Settings
     else:
         model = standard_mlp(widths, "tanh", generator=g)
     epochs = s.epochs[data.name]
-    fit(model, data, epochs=epochs, lr=s.lr, batch_size=s.batch_size, seed=seed, verbose=False)
+    recipe = {"lr": s.lr, "weight_decay": s.weight_decay, "batch_size": s.batch_size}
+    fit(model, data, epochs=epochs, seed=seed, verbose=False, **recipe)
     return model
 
 
@@ -173,6 +175,7 @@ def _finetune(model: nn.Module, data: Dataset, seed: int, s: Settings) -> float:
         data,
         epochs=s.finetune_epochs,
         lr=s.finetune_lr,
+        weight_decay=s.weight_decay,
         batch_size=s.batch_size,
         seed=seed + 1000,
         verbose=False,
