@@ -125,7 +125,7 @@ def long_functions(paths: list[Path], limit: int = MAX_FUNCTION_LINES) -> list[s
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 n = node.end_lineno - node.lineno + 1
                 if n > limit:
-                    rel = path.relative_to(ROOT)
+                    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
                     found.append(f"{rel}:{node.lineno} {node.name} ({n} lines)")
     return sorted(found)
 
