@@ -80,7 +80,7 @@ class ReplicaMismatchError(IsoproofError):
 
 
 def one_line(error: BaseException, limit: int | None = None) -> str:
-    """The message of ``error`` on one line (whitespace collapsed; the type name if empty),
+    r"""The message of ``error`` on one line (whitespace collapsed; the type name if empty),
     cut to ``limit`` characters if given: how the CLI and the exporters report any error.
 
     Example::
