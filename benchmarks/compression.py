@@ -1,5 +1,9 @@
 """Compression at matched stored-parameter budgets: isotropic neurodegeneration vs its peers.
 
+Three steps, one module each: match the budget (:mod:`benchmarks._budget`), compress with each
+method (:mod:`benchmarks._methods`, the library's public API only), and train / evaluate /
+summarise (this module, which re-exports the names of the other two).
+
 GitHub issue 7 (and NGC's part of issue 8). The same trained models are compressed by every
 method to a fraction ``rho`` of the *stored parameters* of the dense model of their own family
 (isotropic methods: of the dense :class:`~isoproof.IsotropicMLP`; standard methods: of the dense
@@ -15,9 +19,10 @@ Methods (:data:`METHODS`; hidden layer ``h`` is the output of affine map ``h``):
 ==============  =========  ==================================================================
 name            model      what it does
 ==============  =========  ==================================================================
-isoproof        isotropic  :func:`remove_dead` + :func:`isoproof.prune` of the smallest-sigma
-                           neurons (o and psi corrections), then :func:`isoproof.sparsify`
-                           when the sparsified plan removes less (it is exact and free)
+isoproof        isotropic  :func:`isoproof.prune_dead` + :func:`isoproof.prune` of the
+                           smallest-sigma neurons (o and psi corrections), then
+                           :func:`isoproof.sparsify` when the sparsified plan removes less
+                           (it is exact and free)
 isoproof-prune  isotropic  the same pruning, never sparsified
 tp-standard     standard   Torch-Pruning: ``MagnitudeImportance(p=2)`` of each neuron group
                            (row of ``W_h``, ``b_h``, column of ``W_{h+1}``), the same ratio per
@@ -33,10 +38,11 @@ ngc             isotropic  :func:`isoproof.ngc_compress`: map ``0`` alone and th
 ngc-none        isotropic  NGC with every map its own group (activation-aware SVD)
 ==============  =========  ==================================================================
 
-Matching a budget (:func:`search`). Every method has integer knobs: the hidden widths (neuron
-methods) or one rank per map or group (``dense`` allowed; only ranks that store fewer numbers
-than the dense map). Every knob setting whose stored count lies within :data:`TOLERANCE` (2%) of
-the target is enumerated, and the method's own criterion picks one (ties: more parameters):
+Matching a budget (:func:`benchmarks._budget.search`). Every method has integer knobs: the
+hidden widths (neuron methods) or one rank per map or group (``dense`` allowed; only ranks that
+store fewer numbers than the dense map). Every knob setting whose stored count lies within
+:data:`TOLERANCE` (2%) of the target is enumerated, and the method's own criterion picks one
+(ties: more parameters):
 
 * isoproof minimises the summed score ``(g_h sigma_i A_h)^2`` of the removed neurons, each
   layer losing its smallest-sigma neurons first (``sigma_i A_h`` bounds the removed
@@ -58,7 +64,7 @@ At 100% every method is the dense model itself.
 
 isoproof's order. Layers are narrowed first to last, re-planning after each: narrowing layer
 ``h - 1`` to ``w`` neurons leaves ``W_h`` with rank ``<= w``, so ``n_h - w`` neurons of layer ``h``
-get ``sigma = 0`` and :func:`remove_dead` takes them out exactly (the planner models this:
+get ``sigma = 0`` and :func:`isoproof.prune_dead` takes them out exactly (the planner models this:
 ``coupled=True`` in :func:`plan_widths`). Pruning and sparsification commute (both are defined
 in the singular basis), so sparsify runs last; it never densifies anything.
 
@@ -82,8 +88,6 @@ Example (a tiny untrained model)::
 from __future__ import annotations
 
 import copy
-import itertools
-import math
 import statistics
 import tempfile
 import time
@@ -98,10 +102,12 @@ from torch import nn
 
 import isoproof as ip
 from isoproof.data import Dataset
-from isoproof.ngc import NGCLinear
-from isoproof.ops._surgery import Surgery, output_change
-from isoproof.standard import linear_layers, paired_standard, standard_mlp, widths_of
+from isoproof.standard import standard_mlp, widths_of
+from isoproof.strict_json import jsonable
 from isoproof.train import evaluate, fit
+
+from ._budget import TOLERANCE, Group, Infeasible, plan_ranks, plan_widths, search
+from ._methods import METHODS, Compressed, Method, compress
 
 __all__ = [
     "BUDGETS",
@@ -117,7 +123,6 @@ __all__ = [
     "measure_latency",
     "plan_ranks",
     "plan_widths",
-    "remove_dead",
     "run",
     "search",
     "summarise",
@@ -125,533 +130,6 @@ __all__ = [
 
 ISSUE_BUDGETS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35, 0.25)
 BUDGETS: tuple[float, ...] = (*ISSUE_BUDGETS, 0.1, 0.05, 0.03)  # further: where methods break
-TOLERANCE = 0.02
-Knobs = tuple[int, ...]
-_CHUNK = 1 << 20  # grid points :func:`search` evaluates at once
-
-
-# ---------------------------------------------------------------------------- counting
-def _widths_count(model: nn.Module, sparsified: bool) -> Callable[[list[Any]], np.ndarray]:
-    """Stored count as a function of the hidden widths (broadcastable integer arrays).
-
-    Isotropic: ``sum_i (w_i w_{i+1} + w_{i+1}) + sum_{i>=2} w_i (psi) + (L - 1) (o)``, with
-    ``min(w_i, w_{i+1})`` for the diagonal maps ``1, 3, ..`` when ``sparsified``; standard: the
-    weights and biases. :func:`compress` checks it against the real count.
-    """
-    iso = isinstance(model, ip.IsotropicMLP)
-    dims = widths_of(model)
-    L = len(dims) - 1
-
-    def count(hidden: list[Any]) -> np.ndarray:
-        w = [np.int64(dims[0]), *(np.asarray(h, np.int64) for h in hidden), np.int64(dims[-1])]
-        total: Any = np.int64(0)
-        for i in range(L):
-            diagonal = iso and sparsified and i % 2 == 1 and i < L - 1
-            total = total + (np.minimum(w[i], w[i + 1]) if diagonal else w[i] * w[i + 1])
-            total = total + w[i + 1]
-        if iso and model.psi_mode != "none":
-            total = total + sum(w[2:], np.int64(0))
-        if iso and model.intrinsic_length != "none":
-            total = total + (L - 1)
-        return np.asarray(total)
-
-    return count
-
-
-def _count_of(model: ip.IsotropicMLP, widths: Sequence[int], sparse: bool) -> int:
-    return int(_widths_count(model, sparse)(list(widths[1:-1])))
-
-
-# ---------------------------------------------------------------------------- budget search
-def search(
-    sizes: Sequence[int],
-    count: Callable[[list[np.ndarray]], np.ndarray],
-    cost: Callable[[list[np.ndarray]], np.ndarray],
-    target: float,
-    tol: float = TOLERANCE,
-) -> Knobs | None:
-    """The knob setting (one index per axis, ``0 <= k_a < sizes[a]``) whose ``count`` lies in
-    ``[(1 - tol) target, (1 + tol) target]`` with the least ``cost`` (ties: the larger count), or
-    ``None`` if no setting is within the tolerance.
-
-    ``count`` and ``cost`` take a list of broadcastable index arrays and return arrays. The grid
-    is enumerated exhaustively: the last two axes vectorised, the others in chunks.
-
-    Example::
-
-        >>> search([5, 5], lambda k: 10 * k[0] + k[1], lambda k: -(k[0] + k[1]), 23, tol=0.05)
-        (2, 4)
-    """
-    lo, hi = (1 - tol) * target, (1 + tol) * target
-    pad = max(0, 3 - len(sizes))
-    full = [1] * pad + [int(n) for n in sizes]  # at least three axes: (outer..., a, b)
-    na, nb = full[-2:]
-    outer = np.array(list(itertools.product(*(range(n) for n in full[:-2]))), dtype=np.int64)
-    a, b = np.arange(na).reshape(1, na, 1), np.arange(nb).reshape(1, 1, nb)
-    step = max(1, _CHUNK // (na * nb))
-    best: tuple[float, float, Knobs] | None = None
-    for start in range(0, len(outer), step):
-        heads = outer[start : start + step]
-        knobs = [*(heads[:, i].reshape(-1, 1, 1) for i in range(heads.shape[1])), a, b][pad:]
-        shape = (len(heads), na, nb)
-        c = np.broadcast_to(count(knobs), shape).astype(np.float64).ravel()
-        ok = (c >= lo) & (c <= hi)
-        if not ok.any():
-            continue
-        v = np.where(ok, np.broadcast_to(cost(knobs), shape).ravel(), np.inf)
-        ties = np.flatnonzero(v == v.min())
-        pick = int(ties[np.argmax(c[ties])])
-        key = (float(v[pick]), -float(c[pick]))
-        if best is None or key < best[:2]:
-            row, i, j = np.unravel_index(pick, shape)
-            best = (*key, (*(int(h) for h in heads[row]), int(i), int(j))[pad:])
-    return None if best is None else best[2]
-
-
-def plan_widths(
-    model: nn.Module,
-    scores: Sequence[np.ndarray | None],
-    target: float,
-    *,
-    sparsified: bool = False,
-    coupled: bool = False,
-    uniform: bool = False,
-) -> tuple[tuple[int, ...], float] | None:
-    """Hidden widths within the tolerance of ``target`` removing the least total score (each
-    layer loses its lowest-scored neurons first); returns ``(widths, removed score)`` or ``None``.
-
-    ``scores[h]``: one score per neuron of hidden layer ``h``, or ``None`` to keep the layer's
-    current width. ``coupled`` (isotropic models): narrowing layer ``h - 1`` to ``w`` leaves
-    ``W_h`` with rank at most ``w``, so ``n_h - w`` neurons of layer ``h`` get ``sigma = 0`` and
-    cost nothing to remove; they are modelled as replacing layer ``h``'s lowest scores.
-    """
-    current = widths_of(model)[1:-1]
-    cums, sizes, lows = [], [], []
-    for s, w in zip(scores, current, strict=True):
-        if s is None:
-            cums.append(np.zeros(1))
-            sizes.append(1)
-            lows.append(w)
-        else:
-            cums.append(np.concatenate([[0.0], np.cumsum(np.sort(np.asarray(s, np.float64)))]))
-            sizes.append(len(s))
-            lows.append(1)
-    count = _widths_count(model, sparsified)
-
-    def widths(k: list[np.ndarray]) -> list[np.ndarray]:
-        return [ki + lo for ki, lo in zip(k, lows, strict=True)]
-
-    def cost(k: list[np.ndarray]) -> np.ndarray:
-        w = widths(k)
-        total: Any = np.float64(0)
-        for h, (c, n, lo) in enumerate(zip(cums, sizes, lows, strict=True)):
-            if lo > 1:  # kept at its current width
-                continue
-            removed = n - w[h]
-            free = np.maximum(0, n - w[h - 1]) if coupled and h > 0 else 0
-            total = total + c[removed] - c[np.minimum(free, removed)]
-        return np.asarray(total)
-
-    def spread(k: list[np.ndarray]) -> np.ndarray:  # of the kept fractions w_h / n_h
-        kept = np.broadcast_arrays(*(w / n for w, n in zip(widths(k), current, strict=True)))
-        return np.maximum.reduce(kept) - np.minimum.reduce(kept)
-
-    knobs = search(sizes, lambda k: count(widths(k)), spread if uniform else cost, target)
-    if knobs is None:
-        return None
-    arrays = [np.asarray(k) for k in knobs]
-    return tuple(int(w) for w in widths(arrays)), float(cost(arrays))
-
-
-@dataclass(frozen=True)
-class Group:
-    """Affine maps reading one input width, factored with one rank (or kept dense)."""
-
-    maps: tuple[int, ...]
-    n: int  # input width
-    outs: tuple[int, ...]  # output widths
-
-    @property
-    def dense(self) -> int:
-        return self.n * sum(self.outs)
-
-    def ranks(self) -> list[int | None]:
-        """``[None (dense), 1, 2, ..]``: the ranks that store fewer numbers than dense."""
-        s = sum(self.outs)
-        return [None, *range(1, (self.n * s - 1) // (self.n + s) + 1)]
-
-    def cost(self, rank: int | None) -> int:
-        return self.dense if rank is None else rank * (self.n + sum(self.outs))
-
-
-def plan_ranks(
-    groups: Sequence[Group],
-    fixed: int,
-    target: float,
-    cost: Callable[[list[np.ndarray], list[np.ndarray]], np.ndarray],
-) -> tuple[int | None, ...] | None:
-    """One rank per group (``None``: dense) within the tolerance of ``target``, least ``cost``.
-
-    ``fixed`` is the stored count outside the groups; ``cost(fractions, indices)`` gets the kept
-    fraction (``stored / dense``) and the option index of every group (broadcastable arrays).
-    """
-    options = [g.ranks() for g in groups]
-    costs = [
-        np.array([g.cost(r) for r in o], np.int64) for g, o in zip(groups, options, strict=True)
-    ]
-    fracs = [c / g.dense for c, g in zip(costs, groups, strict=True)]
-
-    def count(k: list[np.ndarray]) -> np.ndarray:
-        return fixed + sum((c[ki] for c, ki in zip(costs, k, strict=True)), np.int64(0))
-
-    def objective(k: list[np.ndarray]) -> np.ndarray:
-        return cost([f[ki] for f, ki in zip(fracs, k, strict=True)], k)
-
-    knobs = search([len(o) for o in options], count, objective, target)
-    return None if knobs is None else tuple(o[k] for o, k in zip(options, knobs, strict=True))
-
-
-def _factor_groups(model: nn.Module, grouped: bool) -> tuple[list[Group], int]:
-    """Every affine map as a group, except that with ``grouped`` the hidden maps ``1 .. L-2``
-    form one group when they read equal widths (NGC's ``"consecutive"``); returns the groups in
-    map order (first ``[0]``, last ``[L-1]``) and the stored count outside them."""
-    lins = linear_layers(model)
-    L = len(lins)
-    hidden = list(range(1, L - 1))
-    if grouped and len(hidden) > 1 and len({lins[i].in_features for i in hidden}) == 1:
-        parts = [[0], hidden, [L - 1]]
-    else:
-        parts = [[i] for i in range(L)]
-    groups = [
-        Group(tuple(p), lins[p[0]].in_features, tuple(lins[i].out_features for i in p))
-        for p in parts
-    ]
-    return groups, ip.count_parameters(model) - sum(g.dense for g in groups)
-
-
-def _rank_config(groups: Sequence[Group], ranks: Sequence[int | None]) -> list[list[Any]]:
-    return [[list(g.maps), "dense" if r is None else r] for g, r in zip(groups, ranks, strict=True)]
-
-
-class Infeasible(ip.IsoproofError):
-    """No knob setting of a method lands within the tolerance of the budget."""
-
-
-def _no_plan(target: float) -> Infeasible:
-    return Infeasible(f"expected a setting within 2% of {target:.0f} parameters, got none")
-
-
-# ---------------------------------------------------------------------------- isoproof
-def remove_dead(
-    model: ip.IsotropicMLP, layer: int, limit: int, probe: torch.Tensor | None = None
-) -> ip.Receipt | None:
-    """Remove up to ``limit`` neurons of hidden layer ``layer`` that carry nothing, exactly:
-    :func:`isoproof.prune_dead` (``sigma = 0`` neurons, their psi gathered into one kept
-    neuron first). Returns the receipt, or ``None`` if nothing was removed.
-
-    Example::
-
-        >>> model = ip.IsotropicMLP([3, 8, 8, 2], dtype=torch.float64)
-        >>> with torch.no_grad():
-        ...     _ = model.psi[0].normal_()
-        >>> x = torch.randn(16, 3, dtype=torch.float64)
-        >>> _ = remove_dead(model, 0, 8, x)  # 8 - 3 dead neurons in layer 0
-        >>> receipt = remove_dead(model, 1, 8, x)  # 8 - 3 dead, one keeps psi*
-        >>> model.widths, receipt.bound < 1e-9, receipt.max_abs_change < 1e-12
-        ([3, 3, 4, 2], True, True)
-    """
-    receipt = ip.prune_dead(model, layer, limit=limit, probe=probe)
-    return None if receipt.widths_after == receipt.widths_before else receipt
-
-
-def _rms(t: torch.Tensor) -> float:
-    return float(t.detach().to(torch.float64).pow(2).sum(-1).mean().sqrt())
-
-
-def _iso_scores(model: ip.IsotropicMLP, x: torch.Tensor, first: int) -> list[np.ndarray | None]:
-    """``(g_h sigma_i A_h)^2`` per neuron of hidden layers ``h >= first`` (``None`` before):
-    ``sigma_i A_h`` bounds the removed pre-activation (:mod:`isoproof.ops.neurodegeneration`;
-    ``A_h`` the
-    RMS norm of the layer's input on ``x``) and the layer's mean gain ``g_h`` scales it into the
-    layer's output ``a_h = g_h z_h`` (first order)."""
-    states = model.hidden_states(x)
-    inputs = [x] + [a for a, _ in states]
-    out: list[np.ndarray | None] = []
-    for h in range(model.num_layers - 1):
-        if h < first:
-            out.append(None)
-            continue
-        scale = _rms(inputs[h]) * float(states[h][1].mean())
-        out.append((ip.singular_values(model, h) * scale).pow(2).numpy())
-    return out
-
-
-def _isoproof(sparsify: bool) -> Callable:
-    def fn(model: ip.IsotropicMLP, target: float, x: torch.Tensor):
-        forms = [True, False] if sparsify else [False]
-        new, receipts, damage, sparse = copy.deepcopy(model), [], 0.0, False
-        for h in range(new.num_layers - 1):  # first to last, re-planning after each layer
-            scores = _iso_scores(new, x, h)
-            plans = [
-                (plan_widths(new, scores, target, sparsified=f, coupled=True), f) for f in forms
-            ]
-            feasible = [(p, f) for p, f in plans if p is not None]
-            if not feasible:
-                raise _no_plan(target)
-            # sparsify is exact and free: the form whose plan removes the least wins (ties:
-            # sparsified); the first layer's choice holds for the rest
-            (widths, cost), sparse = min(feasible, key=lambda pf: (pf[0][1], not pf[1]))
-            forms, damage = [sparse], damage if h else cost
-            n = new.widths[h + 1] - widths[h]
-            dead = remove_dead(new, h, n, x) if n > 0 else None
-            if dead is not None:
-                receipts.append(dead)
-                n -= dead.widths_before[h + 1] - dead.widths_after[h + 1]
-            if n > 0:
-                receipts.append(ip.prune(new, h, n, probe=x))
-        if sparse:
-            receipts.append(ip.sparsify(new, probe=x))  # exact (proofs/diagonalisation.py)
-        config = {"widths": new.widths, "sparsified": sparse, "planned_damage": damage}
-        return new, config, receipts
-
-    return fn
-
-
-# ---------------------------------------------------------------------------- neuron peers
-def _tp_scores(std: nn.Sequential, example: torch.Tensor) -> tuple[Any, list[np.ndarray]]:
-    """Torch-Pruning's ``MagnitudeImportance(p=2)`` of every hidden neuron of ``std``."""
-    import torch_pruning as tp
-
-    graph = tp.DependencyGraph().build_dependency(std, example_inputs=example[:2])
-    importance = tp.importance.MagnitudeImportance(p=2)
-    scores = []
-    for lin in linear_layers(std)[:-1]:
-        group = graph.get_pruning_group(
-            lin, tp.prune_linear_out_channels, idxs=list(range(lin.out_features))
-        )
-        scores.append(importance(group).detach().to(torch.float64).numpy())
-    return graph, scores
-
-
-def _tp_prune(std: nn.Sequential, graph: Any, drop: list[list[int]]) -> None:
-    """Remove neurons ``drop[h]`` of every hidden layer with Torch-Pruning's own surgery."""
-    import torch_pruning as tp
-
-    for lin, idxs in zip(linear_layers(std)[:-1], drop, strict=True):
-        if idxs:
-            group = graph.get_pruning_group(lin, tp.prune_linear_out_channels, idxs=idxs)
-            if not graph.check_pruning_group(group):
-                raise ip.IsoproofError(f"expected a prunable group, got {group}")
-            group.prune()
-
-
-def _lowest(scores: Sequence[np.ndarray], widths: Sequence[int]) -> list[list[int]]:
-    """Per layer, the indices of the ``n_h - w_h`` lowest scores (the neurons to remove)."""
-    out = []
-    for s, w in zip(scores, widths, strict=True):
-        order = np.argsort(np.asarray(s), kind="stable")
-        out.append(sorted(int(i) for i in order[: len(s) - w]))
-    return out
-
-
-def _neuron_plan(model: nn.Module, scores: list[np.ndarray], target: float) -> tuple[int, ...]:
-    plan = plan_widths(model, scores, target, uniform=True)
-    if plan is None:
-        raise _no_plan(target)
-    return plan[0]
-
-
-def _tp_standard(model: nn.Sequential, target: float, x: torch.Tensor):
-    new = copy.deepcopy(model)
-    graph, scores = _tp_scores(new, x)
-    _tp_prune(new, graph, _lowest(scores, _neuron_plan(new, scores, target)))
-    return new, {"widths": widths_of(new)}, []
-
-
-def _magnitude(model: nn.Sequential, target: float, x: torch.Tensor):
-    new = copy.deepcopy(model)
-    scores = []
-    for nxt in linear_layers(new)[1:]:
-        norms = nxt.weight.detach().to(torch.float64).norm(dim=0)
-        scores.append((norms / norms.mean()).numpy())  # per-layer mean normalisation
-    graph, _ = _tp_scores(new, x)  # Torch-Pruning's surgery, the textbook importance
-    _tp_prune(new, graph, _lowest(scores, _neuron_plan(new, scores, target)))
-    return new, {"widths": widths_of(new)}, []
-
-
-def _tp_isotropic(model: ip.IsotropicMLP, target: float, x: torch.Tensor):
-    # TP cannot trace the isotropic norm (it groups every layer with the output classes), so
-    # take its importance from the elementwise twin and remove the same neurons, uncorrected.
-    _, scores = _tp_scores(paired_standard(model, strict=False), x)
-    drops = _lowest(scores, _neuron_plan(model, scores, target))
-    new, receipts = copy.deepcopy(model), []
-    for h, drop in enumerate(drops):
-        if drop:
-            keep = [i for i in range(new.widths[h + 1]) if i not in set(drop)]
-            s = Surgery(new)
-            s.change_basis(h, torch.eye(new.widths[h + 1], dtype=torch.float64)[keep])
-            receipts.append(s.commit("magnitude_prune", h, bound=math.inf, probe=x))
-    return new, {"widths": new.widths}, receipts
-
-
-# ---------------------------------------------------------------------------- factorisations
-def _svd(w: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P [n, r], B [m, r])``, ``B P^T`` the rank-``r`` truncation of ``w`` (balanced split)."""
-    U, S, Vh = torch.linalg.svd(w.detach().to(torch.float64), full_matrices=False)
-    root = S[:r].sqrt()
-    return Vh[:r].T * root, U[:, :r] * root
-
-
-def _energy(w: torch.Tensor) -> np.ndarray:
-    """``tail[r]``: the fraction of ``|w|_F^2`` a rank-``r`` truncation discards."""
-    s2 = torch.linalg.svdvals(w.detach().to(torch.float64)).pow(2).numpy()
-    return np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]]) / s2.sum()
-
-
-def _svd_plan(model: nn.Module, target: float) -> tuple[list[Group], tuple[int | None, ...]]:
-    """A rank per map minimising the summed discarded relative energy."""
-    groups, fixed = _factor_groups(model, grouped=False)
-    lins = linear_layers(model)
-    tails = []
-    for g in groups:
-        tail = _energy(lins[g.maps[0]].weight)
-        tails.append(np.array([0.0 if r is None else tail[r] for r in g.ranks()]))
-
-    def cost(_: list[np.ndarray], k: list[np.ndarray]) -> np.ndarray:
-        return sum((t[ki] for t, ki in zip(tails, k, strict=True)), np.float64(0))
-
-    ranks = plan_ranks(groups, fixed, target, cost)
-    if ranks is None:
-        raise _no_plan(target)
-    return groups, ranks
-
-
-def _svd_standard(model: nn.Sequential, target: float, x: torch.Tensor):
-    groups, ranks = _svd_plan(model, target)
-    rank_of = {g.maps[0]: r for g, r in zip(groups, ranks, strict=True)}
-    layers: list[nn.Module] = []
-    index = 0
-    for module in model:
-        r = rank_of.get(index) if isinstance(module, nn.Linear) else None
-        index += isinstance(module, nn.Linear)
-        if r is None:
-            layers.append(copy.deepcopy(module))
-            continue
-        P, B = _svd(module.weight, r)  # Linear(n, r, bias=False) then Linear(r, m)
-        dtype = module.weight.dtype
-        first = nn.Linear(module.in_features, r, bias=False, dtype=dtype)
-        second = nn.Linear(r, module.out_features, dtype=dtype)
-        with torch.no_grad():
-            first.weight.copy_(P.T)
-            second.weight.copy_(B)
-            second.bias.copy_(module.bias)
-        layers += [first, second]
-    return nn.Sequential(*layers), {"ranks": _rank_config(groups, ranks)}, []
-
-
-def _svd_isotropic(model: ip.IsotropicMLP, target: float, x: torch.Tensor):
-    groups, ranks = _svd_plan(model, target)
-    new = copy.deepcopy(model)
-    for g, r in zip(groups, ranks, strict=True):
-        if r is not None:
-            lin = new.linears[g.maps[0]]
-            P, B = _svd(lin.weight, r)
-            dtype = lin.weight.dtype
-            new.linears[g.maps[0]] = NGCLinear(nn.Parameter(P.to(dtype)), B.to(dtype), lin.bias)
-    return new, {"ranks": _rank_config(groups, ranks)}, []
-
-
-def _ngc_cost(fracs: list[np.ndarray], _: list[np.ndarray]) -> np.ndarray:
-    """NGC's rule: the same kept fraction for every group of maps ``0 .. L-2`` (the cost is the
-    spread of their fractions), plus the fraction removed from the output map, which is factored
-    only when nothing else lands within the tolerance (tiny models)."""
-    inner = np.broadcast_arrays(*fracs[:-1])
-    return np.maximum.reduce(inner) - np.minimum.reduce(inner) + (1 - fracs[-1])
-
-
-def _ngc(grouped: bool) -> Callable:
-    def fn(model: ip.IsotropicMLP, target: float, x: torch.Tensor):
-        groups, fixed = _factor_groups(model, grouped)
-        ranks = plan_ranks(groups, fixed, target, _ngc_cost)
-        if ranks is None:
-            raise _no_plan(target)
-        new, changes = model, []
-        # one call per group, in map order: later groups calibrate on the compressed upstream
-        for g, r in zip(groups, ranks, strict=True):
-            if r is not None:
-                new, report = ip.ngc_compress(
-                    new, calibration=x, groups=[list(g.maps)], rank=r, dense_factor=None
-                )
-                changes.append(report.output_change)
-        new = copy.deepcopy(new) if new is model else new
-        return new, {"ranks": _rank_config(groups, ranks), "relative_output_change": changes}, []
-
-    return fn
-
-
-# ---------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class Method:
-    """A compression method: ``fn(model, target, calibration) -> (model, config, receipts)``."""
-
-    name: str
-    family: str  # "isotropic" | "standard": the model it compresses
-    label: str
-    fn: Callable[[Any, float, torch.Tensor], tuple[nn.Module, dict[str, Any], list]]
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("isoproof", "isotropic", "isoproof prune + sparsify", _isoproof(True)),
-        Method("isoproof-prune", "isotropic", "isoproof prune only", _isoproof(False)),
-        Method("tp-isotropic", "isotropic", "TP-L2 neurons, no o/psi fix (iso)", _tp_isotropic),
-        Method("svd-isotropic", "isotropic", "truncated SVD (iso)", _svd_isotropic),
-        Method("ngc", "isotropic", "NGC consecutive (iso)", _ngc(True)),
-        Method("ngc-none", "isotropic", "NGC per map = act.-aware SVD (iso)", _ngc(False)),
-        Method("tp-standard", "standard", "Torch-Pruning L2 (std)", _tp_standard),
-        Method("magnitude", "standard", "outgoing-norm magnitude (std)", _magnitude),
-        Method("svd-standard", "standard", "truncated SVD (std)", _svd_standard),
-    )
-}
-
-
-@dataclass
-class Compressed:
-    """A compressed copy: the model, its stored count, the chosen knobs, and what it took."""
-
-    model: nn.Module
-    params: int
-    config: dict[str, Any]
-    receipts: list[ip.Receipt] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def compress(
-    method: str | Method, model: nn.Module, fraction: float, calibration: torch.Tensor
-) -> Compressed:
-    """Compress a copy of ``model`` to ``fraction`` of its stored parameters (within
-    :data:`TOLERANCE`); ``model`` is not modified. At ``fraction == 1`` the copy is the dense
-    model itself. ``calibration``: training inputs (isoproof's scores, NGC's Grams, probes)."""
-    m = METHODS[method] if isinstance(method, str) else method
-    want = ip.IsotropicMLP if m.family == "isotropic" else nn.Sequential
-    if not isinstance(model, want):
-        raise ip.IsoproofError(
-            f"expected a {want.__name__} for method {m.name!r}, got {type(model).__name__}"
-        )
-    if not (isinstance(fraction, float | int) and 0 < fraction <= 1):
-        raise ip.IsoproofError(f"expected a budget fraction in (0, 1], got {fraction!r}")
-    t0 = time.perf_counter()
-    if fraction == 1:
-        new, config, receipts = copy.deepcopy(model), {"dense": True}, []
-    else:
-        new, config, receipts = m.fn(model, fraction * ip.count_parameters(model), calibration)
-    params = ip.count_parameters(new)
-    if "sparsified" in config:  # the planner's count formula must agree with the real count
-        formula = _count_of(model, config["widths"], config["sparsified"])
-        if formula != params:
-            raise RuntimeError(f"{m.name}: count formula gives {formula}, model stores {params}")
-    return Compressed(new, params, config, receipts, time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -668,6 +146,7 @@ class Settings:
         default_factory=lambda: {"digits": 20, "mnist1d": 40, "digits-narrow": 20}
     )
     lr: float = 1e-3
+    weight_decay: float = 1e-3
     batch_size: int = 48
     finetune_epochs: int = 2
     finetune_lr: float = 3e-4
@@ -684,7 +163,8 @@ def _train(family: str, widths: list[int], data: Dataset, seed: int, s: Settings
     else:
         model = standard_mlp(widths, "tanh", generator=g)
     epochs = s.epochs[data.name]
-    fit(model, data, epochs=epochs, lr=s.lr, batch_size=s.batch_size, seed=seed, verbose=False)
+    recipe = {"lr": s.lr, "weight_decay": s.weight_decay, "batch_size": s.batch_size}
+    fit(model, data, epochs=epochs, seed=seed, verbose=False, **recipe)
     return model
 
 
@@ -695,6 +175,7 @@ def _finetune(model: nn.Module, data: Dataset, seed: int, s: Settings) -> float:
         data,
         epochs=s.finetune_epochs,
         lr=s.finetune_lr,
+        weight_decay=s.weight_decay,
         batch_size=s.batch_size,
         seed=seed + 1000,
         verbose=False,
@@ -756,7 +237,8 @@ def run(
                 )
                 took = time.perf_counter() - t0
                 log(f"  {data.name} seed {seed} {name:<14} {shown} ({took:.0f} s)")
-    return {"rows": rows, "kept": kept, "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    return {"rows": rows, "kept": kept, "seconds": seconds, "threads": torch.get_num_threads()}
 
 
 def _one(
@@ -777,7 +259,7 @@ def _one(
     # at 100% every method is the dense model: its fine-tune is the family's dense fine-tune
     tuned = ref["finetuned"] if budget == 1 else _finetune(out.model, data, seed, s)
     with torch.no_grad():
-        change = output_change(ref["logits"], out.model(data.x_test))
+        change = float((out.model(data.x_test) - ref["logits"]).abs().max())
     if keep and budget < 1:
         kept[(method.name, budget)] = out.model
     return {
@@ -798,18 +280,7 @@ def _one(
         "max_abs_logit_change": change,
         "compress_seconds": out.seconds,
         "config": out.config,
-        "receipts": [_receipt(r) for r in out.receipts],
-    }
-
-
-def _receipt(r: ip.Receipt) -> dict[str, Any]:
-    return {
-        "op": r.op,
-        "layer": r.layer,
-        "widths_after": list(r.widths_after),
-        "params_after": r.params_after,
-        "bound": r.bound if math.isfinite(r.bound) else "inf",
-        "max_abs_change": r.max_abs_change,
+        "receipts": [jsonable(r.to_dict()) for r in out.receipts],
     }
 
 

@@ -49,7 +49,10 @@ import torch
 from torch import nn
 
 import isoproof as ip
+from isoproof._validate import check_int
+from isoproof.exceptions import one_line
 from isoproof.io import model_digest
+from isoproof.standard import linear_layers
 
 from .errors import ExportError
 from .graph import save_model, strip_debug_metadata
@@ -71,6 +74,7 @@ _MIN_OPSET = 18  # the dynamo exporter's minimum
 Batch = int | Literal["dynamic"]
 _REGISTRIES: dict[object, object] = {}
 _REGISTRY_LOCK = threading.Lock()
+_REGISTRY_CACHE_SIZE = 2  # opsets kept (an export uses one)
 
 
 def export_onnx(
@@ -132,7 +136,7 @@ def export_onnx(
     except Exception as e:  # the exporter raises many types; report them as one
         raise ExportError(
             f"expected a module torch.onnx.export(dynamo=True) can trace, got "
-            f"{type(model).__name__} failing with {type(e).__name__}: {_first_line(e)}"
+            f"{type(model).__name__} failing with {type(e).__name__}: {one_line(e, 300)}"
         ) from e
 
     strip_debug_metadata(proto)
@@ -149,7 +153,7 @@ def check_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
             proto, check_type=True, strict_mode=True, data_prop=True
         )
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ExportError(f"expected a valid ONNX model, got: {_first_line(e)}") from e
+        raise ExportError(f"expected a valid ONNX model, got: {one_line(e, 300)}") from e
 
 
 def read_onnx_metadata(path: str | os.PathLike[str] | onnx.ModelProto) -> dict[str, str]:
@@ -167,7 +171,6 @@ def _set_metadata(
     proto: onnx.ModelProto, model: nn.Module, *, opset: int, batch: Batch, dtype: str
 ) -> None:
     is_iso = isinstance(model, ip.IsotropicMLP)
-    params = sum(p.numel() for p in model.parameters())  # shared parameters count once
     props = {
         "isoproof.widths": json.dumps(model.widths) if is_iso else "n/a",
         "isoproof.version": ip.__version__,
@@ -176,7 +179,7 @@ def _set_metadata(
         "isoproof.batch": str(batch),
         "isoproof.dtype": dtype,
         "isoproof.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "isoproof.parameters": str(int(params)),
+        "isoproof.parameters": str(ip.count_parameters(model)),  # the one stored count
         "isoproof.producer": (
             f"isoproof.exporters {ip.__version__}; torch {torch.__version__}; "
             f"onnx {onnx.__version__}; onnxscript {_version('onnxscript')}"
@@ -192,34 +195,27 @@ def _set_metadata(
 
 def _check_opset(opset: object) -> int:
     latest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not _MIN_OPSET <= opset <= latest:
-        raise ExportError(f"expected an int opset in [{_MIN_OPSET}, {latest}], got {opset!r}")
-    return opset
+    return check_int(opset, "opset", lo=_MIN_OPSET, hi=latest, error=ExportError)
 
 
 def _check_batch(batch: object) -> Batch:
     if batch == "dynamic":
         return "dynamic"
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ExportError(f"expected batch='dynamic' or an int >= 1, got {batch!r}")
-    return batch
+    return check_int(batch, "batch ('dynamic' or an int)", lo=1, error=ExportError)
 
 
 def _input_width(model: nn.Module, input_width: int | None) -> int:
     if input_width is not None:
-        if isinstance(input_width, bool) or not isinstance(input_width, int) or input_width < 1:
-            raise ExportError(f"expected input_width to be an int >= 1, got {input_width!r}")
+        check_int(input_width, "input_width", lo=1, error=ExportError)
         if isinstance(model, ip.IsotropicMLP) and input_width != model.widths[0]:
             raise ExportError(
                 f"expected input_width={model.widths[0]} (the model's first width), "
                 f"got {input_width}"
             )
         return input_width
-    if isinstance(model, ip.IsotropicMLP):
-        return model.widths[0]
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            return int(module.in_features)
+    maps = linear_layers(model)  # the one definition of a model's affine maps
+    if maps:
+        return int(maps[0].in_features)
     raise ExportError(
         f"expected input_width= for a {type(model).__name__} without an nn.Linear, got none"
     )
@@ -230,11 +226,6 @@ def _version(dist: str) -> str:
         return importlib_metadata.version(dist)
     except importlib_metadata.PackageNotFoundError:
         return "?"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
 
 
 @contextmanager
@@ -256,13 +247,16 @@ def _quiet_exporter() -> Iterator[None]:
 
 @contextmanager
 def _reuse_torchlib_registry() -> Iterator[None]:
-    """Build the exporter's aten -> ONNX registry once per opset and process.
+    """For the duration of one export, build the exporter's aten -> ONNX registry once per opset.
 
-    ``torch.onnx.export`` rebuilds it on every call (about 1.5 s of the 2-4 s an MLP export takes
-    here), although it only depends on the opset and is not modified unless a
-    ``custom_translation_table`` is passed (never, here). If torch's internals differ from
-    ``torch.onnx._internal.exporter._registration.ONNXRegistry.from_torchlib`` (2.13), this does
-    nothing and every export builds its own registry, as torch does.
+    ``torch.onnx.export`` rebuilds it on every call (2.5-3.5 s measured here, most of an MLP
+    export), although it depends only on the opset. Scope: the class attribute
+    ``ONNXRegistry.from_torchlib`` (torch 2.13 internals) is swapped only inside this context,
+    under a lock, and restored in ``finally``; nothing stays patched after the call. Every call
+    inside the scope gets its own copy of the cached registry (``functions`` lists copied), so a
+    caller that registers custom ops (``custom_translation_table``) never changes the cache, and
+    the cache holds at most :data:`_REGISTRY_CACHE_SIZE` opsets. If torch's internals differ, this
+    does nothing and every export builds its own registry, as torch does.
     """
     try:
         from torch.onnx._internal.exporter import _registration
@@ -277,8 +271,10 @@ def _reuse_torchlib_registry() -> Iterator[None]:
     def cached(cls: type, *args: object, **kwargs: object) -> object:
         key = (cls, args, tuple(sorted(kwargs.items())))
         if key not in _REGISTRIES:
+            while len(_REGISTRIES) >= _REGISTRY_CACHE_SIZE:
+                _REGISTRIES.pop(next(iter(_REGISTRIES)))
             _REGISTRIES[key] = build(cls, *args, **kwargs)
-        return _REGISTRIES[key]
+        return _copy_registry(_REGISTRIES[key])
 
     with _REGISTRY_LOCK:
         registry_cls.from_torchlib = classmethod(cached)
@@ -286,3 +282,10 @@ def _reuse_torchlib_registry() -> Iterator[None]:
             yield
         finally:
             registry_cls.from_torchlib = original
+
+
+def _copy_registry(registry: object) -> object:
+    """A registry sharing the (immutable) decompositions but not the per-op lists."""
+    new = copy.copy(registry)
+    new.functions = {k: list(v) for k, v in registry.functions.items()}  # type: ignore[attr-defined]
+    return new

@@ -294,14 +294,21 @@ def _logits(path: Path, x: np.ndarray, fixed: int | None) -> np.ndarray:
 
 
 class _NoPreprocessingAdvice(logging.Filter):
-    """Drop onnxruntime.quantization's advice to pre-process (it would re-fuse MatMul + Add)."""
+    """Drop onnxruntime.quantization's advice to pre-process (it would re-fuse MatMul + Add).
+
+    onnxruntime logs it through the root logger (``logging.warning``), so the filter sits there,
+    but only for the duration of one quantisation (:func:`_quiet_quantizer`) and it drops only
+    that record from onnxruntime's own files: other records, even from other threads, pass.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
+        ours = "onnxruntime" in Path(record.pathname).parts
+        return not (ours and "pre-processing" in record.getMessage())
 
 
 @contextmanager
 def _quiet_quantizer() -> Iterator[None]:
+    """The filter above on the root logger, removed in ``finally``."""
     root = logging.getLogger()
     quiet = _NoPreprocessingAdvice()
     root.addFilter(quiet)

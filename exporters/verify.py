@@ -50,13 +50,15 @@ import torch
 from torch import nn
 
 from isoproof._validate import check_int
+from isoproof.exceptions import one_line
 from isoproof.io import model_digest
 from isoproof.mlp import count_parameters
 from isoproof.table import format_table
+from isoproof.testing import default_atol
 
 from .backends import ALIASES, BACKENDS, Backend, BackendLoadError, canonical, open_backend
 from .errors import VerificationError
-from .export import _first_line, read_onnx_metadata
+from .export import read_onnx_metadata
 from .graph import (
     OP_ALLOWLIST,
     QUANTIZED_OPS,
@@ -80,10 +82,10 @@ __all__ = [
 
 EVALUATORS: tuple[str, ...] = ("onnxruntime", "reference")
 """The default runtimes; every runtime is listed in :data:`~exporters.backends.BACKENDS`."""
-TOLERANCES: dict[str, float] = {
-    "float64": 1e-10,
-    "float32": 1e-5,
-    "float16": 1e-2,
+TOLERANCES: dict[str, float] = {  # from the one table, isoproof.testing.default_atol
+    "float64": default_atol(torch.float64, across_runtimes=True),
+    "float32": default_atol(torch.float32),
+    "float16": default_atol(torch.float16),
     "int8": math.inf,
 }
 """Default ``atol`` = ``rtol`` by file kind (float16 / int8 from the ``isoproof.variant`` metadata,
@@ -306,7 +308,7 @@ def _load_checked(
     except Exception as e:  # protobuf's DecodeError, truncated files, ...
         raise VerificationError(
             f"expected an ONNX file at {path}, got an unreadable one ({type(e).__name__}: "
-            f"{_first_line(e)})"
+            f"{one_line(e)})"
         ) from e
     return path, proto, tuple(dict.fromkeys(names))
 

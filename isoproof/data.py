@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._validate import check_int
 from .exceptions import IsoproofError, MissingExtraError
 from .files import atomic_path
 
@@ -216,8 +217,7 @@ def load_mnist1d(
     (no pickle) and regenerated if the file is missing or unreadable. ``mnist1d`` seeds NumPy's and
     Python's global generators; their states are restored afterwards.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 20:
-        raise IsoproofError(f"expected num_samples to be an int >= 20, got {num_samples!r}")
+    check_int(num_samples, "num_samples", lo=20)
     if not (isinstance(train_split, float | int) and 0 < train_split < 1):
         raise IsoproofError(f"expected 0 < train_split < 1, got {train_split!r}")
     folder = resolve_cache_dir(cache_dir)

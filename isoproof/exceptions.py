@@ -21,6 +21,7 @@ __all__ = [
     "UnsupportedOptimizerError",
     "UnsynchronisedError",
     "WidthError",
+    "one_line",
 ]
 
 
@@ -76,3 +77,18 @@ class StaleWrapperError(UnsynchronisedError):
 
 class ReplicaMismatchError(IsoproofError):
     """The replicas of a model (parameters or optimiser moments) differ across processes."""
+
+
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    r"""The message of ``error`` on one line (whitespace collapsed; the type name if empty),
+    cut to ``limit`` characters if given: how the CLI and the exporters report any error.
+
+    Example::
+
+        >>> one_line(ValueError("expected a file,\n  got a folder"))
+        'expected a file, got a folder'
+        >>> one_line(RuntimeError("x" * 50), limit=10)
+        'xxxxxxx...'
+    """
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if limit is None or len(text) <= limit else text[: max(0, limit - 3)] + "..."

@@ -87,9 +87,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diagonal import DiagonalLinear
+from ._validate import check_int
 from .exceptions import IsoproofError, LayerIndexError, NonFiniteError, WidthError
 from .mlp import IsotropicMLP, count_parameters
+from .standard import linear_layers
 from .table import format_table
 
 __all__ = [
@@ -309,7 +310,8 @@ def affine_maps(
 
         return list(model.linears), set_iso
     if isinstance(model, nn.Sequential):
-        slots = [j for j, m in enumerate(model) if isinstance(m, _AFFINE)]
+        maps = {id(m) for m in linear_layers(model)}
+        slots = [j for j, m in enumerate(model) if id(m) in maps]
         if not slots:
             raise IsoproofError("expected an nn.Sequential with nn.Linear layers, got none")
 
@@ -323,9 +325,6 @@ def affine_maps(
     )
 
 
-_AFFINE = (nn.Linear, NGCLinear, DiagonalLinear)
-
-
 @torch.no_grad()
 def affine_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The input of every affine map for the batch ``x``: ``[x, h_0, ..., h_{L-2}]``.
@@ -335,11 +334,11 @@ def affine_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """
     if isinstance(model, IsotropicMLP):
         return [x] + [a for a, _ in model.hidden_states(x)]
-    affine_maps(model)  # validates
+    maps = {id(m) for m in affine_maps(model)[0]}  # validates
     inputs: list[torch.Tensor] = []
     h = x
     for m in model:  # type: ignore[attr-defined]
-        if isinstance(m, _AFFINE):
+        if id(m) in maps:
             inputs.append(h)
         h = m(h)
     return inputs
@@ -550,24 +549,24 @@ def _resolve_groups(
 
 
 def _index(i: object) -> int:
-    if isinstance(i, bool) or not isinstance(i, int):
-        raise TypeError
-    return i
+    try:
+        return check_int(i, "a layer index")
+    except IsoproofError:
+        raise TypeError from None
 
 
 def _check_args(keep: float, rank: int | None, dense_factor: float | None, refine: int) -> None:
     if not (isinstance(keep, int | float) and 0 < keep <= 1):
         raise IsoproofError(f"expected keep in (0, 1], got {keep!r}")
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise IsoproofError(f"expected rank None or an int >= 1, got {rank!r}")
+    if rank is not None:
+        check_int(rank, "rank (None or an int)", lo=1)
     if dense_factor is not None and not (
         isinstance(dense_factor, int | float) and math.isfinite(dense_factor) and dense_factor >= 1
     ):
         raise IsoproofError(
             f"expected dense_factor None or a finite number >= 1, got {dense_factor!r}"
         )
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise IsoproofError(f"expected refine to be an int >= 0, got {refine!r}")
+    check_int(refine, "refine", lo=0)
 
 
 def _grams(
@@ -621,18 +620,7 @@ def ngc_compress(
     maps, set_map = affine_maps(new)
     plan = _resolve_groups(groups, maps)
     ref = next(iter(new.parameters()))
-    if not isinstance(calibration, torch.Tensor) or calibration.dim() < 1:
-        raise IsoproofError(
-            f"expected calibration as a tensor [N, n0], got {type(calibration).__name__}"
-        )
-    if calibration.shape[-1] != maps[0].in_features or calibration.numel() == 0:
-        raise WidthError(
-            f"expected a non-empty calibration batch [..., {maps[0].in_features}], "
-            f"got shape {tuple(calibration.shape)}"
-        )
-    x = calibration.to(dtype=ref.dtype, device=ref.device)
-    if not torch.isfinite(x).all():
-        raise NonFiniteError("expected a finite calibration batch, got NaN/Inf")
+    x = _check_calibration(calibration, maps[0].in_features, ref)
     was_training = new.training
     new.eval()
     with torch.no_grad():
@@ -640,51 +628,8 @@ def ngc_compress(
         grams = _grams(new, x, [i for g in plan for i in g])
         group_reports, members = [], []
         for gi, layers in enumerate(plan):
-            n = maps[layers[0]].in_features
-            factored, rejected = list(layers), {}
-            while True:
-                outs = [maps[i].out_features for i in factored]
-                r = min(rank, n, sum(outs)) if rank is not None else ngc_rank(keep, n, outs)
-                P, Bs, errs = fit_group(
-                    [maps[i].weight for i in factored],
-                    [grams[i] for i in factored],
-                    r,
-                    refine=refine,
-                )
-                mean = sum(errs) / len(errs)
-                worse = [
-                    i
-                    for i, e in zip(factored, errs, strict=True)
-                    if dense_factor is not None and mean > 0 and e > dense_factor * mean
-                ]
-                if rejected or not worse:
-                    break  # one pass: refit once without the outliers
-                rejected = {i: e for i, e in zip(factored, errs, strict=True) if i in worse}
-                factored = [i for i in factored if i not in worse]
-            states = nn.Parameter(
-                P.to(ref.dtype), requires_grad=maps[factored[0]].weight.requires_grad
-            )
-            for i, Bk, e in zip(factored, Bs, errs, strict=True):
-                old = maps[i]
-                lin = NGCLinear(states, Bk, old.bias)
-                lin.B.requires_grad_(old.weight.requires_grad)
-                if old.bias is not None:
-                    lin.bias.requires_grad_(old.bias.requires_grad)
-                set_map(new, i, lin)
-                members.append(NGCMember(i, gi, n, old.out_features, e))
-            for i, e in rejected.items():
-                members.append(NGCMember(i, gi, n, maps[i].out_features, 0.0, True, e))
-            S = sum(maps[i].out_features for i in factored)
-            dense_w = sum(maps[i].weight.numel() for i in rejected)
-            group_reports.append(
-                NGCGroup(
-                    tuple(layers),
-                    n,
-                    r,
-                    n * sum(maps[i].out_features for i in layers),
-                    r * (n + S) + dense_w,
-                )
-            )
+            fit = _fit_with_outliers(maps, grams, layers, keep, rank, dense_factor, refine)
+            group_reports.append(_install(new, set_map, maps, gi, layers, fit, ref, members))
         y_after = new(x).to(F64)
     new.train(was_training)
     denom = float(torch.linalg.norm(y_before))
@@ -700,3 +645,92 @@ def ngc_compress(
         output_change=change,
     )
     return new, report
+
+
+def _check_calibration(calibration: object, n0: int, ref: torch.Tensor) -> torch.Tensor:
+    """The calibration batch ``[..., n0]`` in the model's dtype/device, finite and non-empty."""
+    if not isinstance(calibration, torch.Tensor) or calibration.dim() < 1:
+        raise IsoproofError(
+            f"expected calibration as a tensor [N, n0], got {type(calibration).__name__}"
+        )
+    if calibration.shape[-1] != n0 or calibration.numel() == 0:
+        raise WidthError(
+            f"expected a non-empty calibration batch [..., {n0}], "
+            f"got shape {tuple(calibration.shape)}"
+        )
+    x = calibration.to(dtype=ref.dtype, device=ref.device)
+    if not torch.isfinite(x).all():
+        raise NonFiniteError("expected a finite calibration batch, got NaN/Inf")
+    return x
+
+
+@dataclass(frozen=True)
+class _GroupFit:
+    rank: int
+    factored: list[int]  # the maps that share P
+    P: torch.Tensor
+    Bs: list[torch.Tensor]
+    errors: list[float]
+    rejected: dict[int, float]  # map -> error of the maps kept dense
+
+
+def _fit_with_outliers(
+    maps: list[nn.Module],
+    grams: dict[int, torch.Tensor],
+    layers: list[int],
+    keep: float,
+    rank: int | None,
+    dense_factor: float | None,
+    refine: int,
+) -> _GroupFit:
+    """Fit one group; members with error above ``dense_factor`` times the mean stay dense and
+    the rest are refitted once without them."""
+    n = maps[layers[0]].in_features
+    factored, rejected = list(layers), {}
+    while True:
+        outs = [maps[i].out_features for i in factored]
+        r = min(rank, n, sum(outs)) if rank is not None else ngc_rank(keep, n, outs)
+        P, Bs, errs = fit_group(
+            [maps[i].weight for i in factored], [grams[i] for i in factored], r, refine=refine
+        )
+        mean = sum(errs) / len(errs)
+        worse = [
+            i
+            for i, e in zip(factored, errs, strict=True)
+            if dense_factor is not None and mean > 0 and e > dense_factor * mean
+        ]
+        if rejected or not worse:
+            return _GroupFit(r, factored, P, Bs, errs, rejected)  # one pass at most
+        rejected = {i: e for i, e in zip(factored, errs, strict=True) if i in worse}
+        factored = [i for i in factored if i not in worse]
+
+
+def _install(
+    new: nn.Module,
+    set_map: Callable[[nn.Module, int, nn.Module], None],
+    maps: list[nn.Module],
+    gi: int,
+    layers: list[int],
+    fit: _GroupFit,
+    ref: torch.Tensor,
+    members: list[NGCMember],
+) -> NGCGroup:
+    """Replace the factored maps of group ``gi`` by :class:`NGCLinear` sharing one ``P``; append
+    the members (factored and dense) to ``members``; return the group's record."""
+    n = maps[layers[0]].in_features
+    factored = fit.factored
+    states = nn.Parameter(fit.P.to(ref.dtype), requires_grad=maps[factored[0]].weight.requires_grad)
+    for i, Bk, e in zip(factored, fit.Bs, fit.errors, strict=True):
+        old = maps[i]
+        lin = NGCLinear(states, Bk, old.bias)
+        lin.B.requires_grad_(old.weight.requires_grad)
+        if old.bias is not None:
+            lin.bias.requires_grad_(old.bias.requires_grad)
+        set_map(new, i, lin)
+        members.append(NGCMember(i, gi, n, old.out_features, e))
+    for i, e in fit.rejected.items():
+        members.append(NGCMember(i, gi, n, maps[i].out_features, 0.0, True, e))
+    S = sum(maps[i].out_features for i in factored)
+    dense_w = sum(maps[i].weight.numel() for i in fit.rejected)
+    dense = n * sum(maps[i].out_features for i in layers)
+    return NGCGroup(tuple(layers), n, fit.rank, dense, fit.rank * (n + S) + dense_w)

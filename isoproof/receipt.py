@@ -24,7 +24,8 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 __all__ = ["Receipt"]
 
@@ -52,6 +53,23 @@ class Receipt:
     def param_ratio(self) -> float:
         """``params_after / params_before``."""
         return self.params_after / self.params_before if self.params_before else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields plus ``exact`` and ``param_ratio``, as plain Python values (tuples as
+        lists); like every report type's ``to_dict``. :func:`isoproof.strict_json.dumps` writes
+        it (an infinite ``bound`` becomes ``"inf"``).
+
+        Example::
+
+            >>> Receipt("prune", 1, (2, 3, 1), (2, 2, 1), 14, 11, (0.5,), 0.25).to_dict()["bound"]
+            0.25
+        """
+        out = asdict(self)
+        for key in ("widths_before", "widths_after", "singular_values"):
+            out[key] = list(out[key])
+        if isinstance(self.layer, tuple):
+            out["layer"] = list(self.layer)
+        return {**out, "exact": self.exact, "param_ratio": self.param_ratio}
 
     def __str__(self) -> str:
         change = "n/a" if self.max_abs_change is None else f"{self.max_abs_change:.3g}"

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError
 from .mlp import INIT_MODES, IsotropicMLP, _check_widths, initialise_linear
 from .ops._surgery import check_model
@@ -102,11 +103,41 @@ def paired_standard(
 
 
 def linear_layers(model: nn.Module) -> list[nn.Module]:
-    """The affine maps of an MLP in order: ``model.linears`` for an isotropic model, else every
-    ``nn.Linear`` submodule (each has a ``.weight`` of shape ``[out, in]``)."""
+    """The affine maps of a model, in order (the one definition; NGC and the exporters use it).
+
+    ``model.linears`` for an :class:`~isoproof.IsotropicMLP`; otherwise every submodule that is
+    an affine map (``nn.Linear``, :class:`~isoproof.DiagonalLinear`, :class:`~isoproof.NGCLinear`),
+    in module order, without looking inside an affine map. Each has ``in_features``,
+    ``out_features`` and a ``.weight`` of shape ``[out, in]``.
+
+    Example::
+
+        >>> seq = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Sequential(nn.Linear(6, 3)))
+        >>> [(m.in_features, m.out_features) for m in linear_layers(seq)]
+        [(4, 6), (6, 3)]
+    """
     if isinstance(model, IsotropicMLP):
         return list(model.linears)
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+    affine = _affine_types()
+    found: list[nn.Module] = []
+
+    def walk(module: nn.Module) -> None:
+        for child in module.children():
+            if isinstance(child, affine):
+                found.append(child)
+            else:
+                walk(child)
+
+    if isinstance(model, affine):
+        return [model]
+    walk(model)
+    return found
+
+
+def _affine_types() -> tuple[type[nn.Module], ...]:
+    from .ngc import NGCLinear  # ngc builds on this module
+
+    return (nn.Linear, DiagonalLinear, NGCLinear)
 
 
 def widths_of(model: nn.Module) -> list[int]:

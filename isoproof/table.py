@@ -10,7 +10,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = ["format_cell", "format_table", "markdown_table"]
 
@@ -43,3 +44,16 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(format_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def records_table(columns: Sequence[tuple[str, str]], records: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`markdown_table` of dict records: ``columns`` are ``(header, key)`` pairs.
+
+    Example::
+
+        >>> print(records_table([("a", "x"), ("b", "y")], [{"x": 1, "y": 2.5}]))
+        | a | b |
+        |---|---|
+        | 1 | 2.5 |
+    """
+    return markdown_table([h for h, _ in columns], [[r[k] for _, k in columns] for r in records])

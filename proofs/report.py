@@ -145,7 +145,12 @@ def shorten_residual(text: str) -> str:
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically, creating parent directories."""
+    """Write ``text`` to ``path`` atomically, creating parent directories.
+
+    The proofs' own copy of :func:`isoproof.files.atomic_write_text`, on purpose: ``proofs/``
+    imports neither torch nor the core (the layering rule, ``tests/test_architecture.py``), so
+    ``python -m proofs`` runs with SymPy alone and cannot import :mod:`isoproof.files`.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

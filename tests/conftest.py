@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import isoproof as ip
+from isoproof.testing import default_atol
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -64,7 +65,7 @@ def assert_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) ->
         torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True, msg=f"{k} changed")
 
 
-TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
+TOL = {dt: default_atol(dt) for dt in (torch.float64, torch.float32)}  # the one table
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from benchmarks.compression import (
     TOLERANCE,
     Settings,
     compress,
-    remove_dead,
     run,
     search,
     summarise,
@@ -163,16 +162,17 @@ def test_report_has_every_row(result: dict, tmp_path) -> None:
     assert set(verdict) >= {"within_1pp", "vs_tp_standard", "vs_tp_isotropic"}
 
 
-def test_remove_dead_is_exact_where_plain_pruning_is_not() -> None:
+def test_prune_dead_is_exact_where_plain_pruning_is_not() -> None:
+    """The exact step of the ``isoproof`` method is the library's public ``prune_dead``."""
     model = make_model([6, 12, 12, 12, 3])  # float64, non-zero biases, psi and o
     x = batch(6, 64)
     y = model(x)
-    assert remove_dead(model, 0, 12, x).bound <= 1e-12  # rank 6: six sigma = 0 neurons
+    assert ip.prune_dead(model, 0, limit=12, probe=x).bound <= 1e-12  # rank 6: 6 sigma = 0
     control = copy.deepcopy(model)
-    receipt = remove_dead(model, 1, 12, x)
+    receipt = ip.prune_dead(model, 1, limit=12, probe=x)
     assert model.widths == [6, 6, 7, 12, 3]  # 6 dead, one kept to carry psi*
     assert receipt.max_abs_change < 1e-12
-    remove_dead(model, 2, 12, x)
+    ip.prune_dead(model, 2, limit=12, probe=x)
     assert model.widths == [6, 6, 7, 8, 3]
     assert float((model(x) - y).abs().max()) < 1e-12
     # the negative control: the same five sigma = 0 neurons without gathering psi* first
@@ -208,15 +208,40 @@ def test_search_matches_brute_force() -> None:
 
 
 def test_docstring_examples_hold() -> None:
-    import benchmarks.compression as module
+    import benchmarks._budget
+    import benchmarks._methods
+    import benchmarks.compression
 
     torch.manual_seed(0)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    tests = doctest.DocTestFinder(exclude_empty=True).find(module, globs=vars(module))
+    modules = (benchmarks.compression, benchmarks._budget, benchmarks._methods)
+    tests = [
+        t for m in modules for t in doctest.DocTestFinder(exclude_empty=True).find(m, globs=vars(m))
+    ]
     assert sum(len(t.examples) for t in tests) >= 10
     for test in tests:
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+def test_select_neurons_is_the_uncorrected_removal() -> None:
+    """tp-isotropic's removal (public API only) equals the workspace's selection matrix."""
+    from benchmarks._methods import select_neurons
+
+    model = make_model([6, 9, 8, 7, 3])
+    x = batch(6, 32)
+    drops = [[0, 4], [], [1, 2, 6]]
+    small = select_neurons(model, drops)
+    control = copy.deepcopy(model)
+    for h, drop in enumerate(drops):  # the same removal through the change-of-basis engine
+        if drop:
+            keep = [i for i in range(control.widths[h + 1]) if i not in drop]
+            s = Surgery(control)
+            s.change_basis(h, torch.eye(control.widths[h + 1], dtype=torch.float64)[keep])
+            s.commit("magnitude_prune", h)
+    assert small.widths == control.widths == [6, 7, 8, 4, 3]
+    torch.testing.assert_close(small(x), control(x), rtol=0, atol=1e-12)
+    assert ip.count_parameters(small) == ip.count_parameters(control)
 
 
 def test_compress_refuses_the_wrong_family() -> None:

@@ -99,6 +99,7 @@ def test_export_matches_torch(exported, name):
     meta = read_onnx_metadata(path)
     assert json.loads(meta["isoproof.widths"]) == model.widths
     assert meta["isoproof.source_sha256"] == model_digest(model)
+    assert int(meta["isoproof.parameters"]) == ip.count_parameters(model)
     assert meta["isoproof.version"] == ip.__version__
     assert meta["isoproof.opset"] == "18" and meta["isoproof.batch"] == "dynamic"
     assert "torch" in meta["isoproof.producer"]
@@ -279,3 +280,32 @@ def test_cli_export_and_verify(exported, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["export", str(ckpt), "-o", str(out), "--batch", "0"])
     assert info.value.code == 2
+
+
+def test_metadata_parameter_count_is_the_stored_count() -> None:
+    """One definition of the stored count: psi and o stored as buffers count too (issue 11)."""
+    from isoproof.exporters.export import _set_metadata
+
+    model = ip.IsotropicMLP([4, 6, 6, 3], psi="constant", intrinsic_length="constant")
+    proto = onnx.ModelProto()
+    _set_metadata(proto, model, opset=18, batch="dynamic", dtype="float32")
+    meta = read_onnx_metadata(proto)
+    # 78 weights + 15 biases + 9 psi + 2 o; nn.Parameters alone would be 93
+    assert int(meta["isoproof.parameters"]) == ip.count_parameters(model) == 104
+
+
+def test_registry_reuse_is_scoped_to_the_export_call(exported) -> None:
+    """The exporter's registry speed-up patches nothing outside the call and hands out copies."""
+    from isoproof.exporters import export as module
+    from torch.onnx._internal.exporter import _registration
+
+    original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    with module._reuse_torchlib_registry():
+        patched = _registration.ONNXRegistry.__dict__["from_torchlib"]
+        first = _registration.ONNXRegistry.from_torchlib()
+        first.functions.clear()  # a caller mutating its registry (custom_translation_table)
+        second = _registration.ONNXRegistry.from_torchlib()
+    assert patched is not original
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"] is original  # restored
+    assert second is not first and len(second.functions) > 100  # the cache was not touched
+    assert len(module._REGISTRIES) <= module._REGISTRY_CACHE_SIZE

@@ -180,3 +180,23 @@ def test_mobile_usability_per_provider(digits):
     dynamic = mobile_usability(digits["path"])  # control: a dynamic batch is not usable there
     assert dynamic.dynamic_inputs == ["input"]
     assert all(ep.suitability == "NO" for ep in dynamic.eps)
+
+
+def test_quantizer_log_filter_is_scoped_and_narrow() -> None:
+    """Only onnxruntime's pre-processing advice is dropped, and only during the call."""
+    import logging
+
+    from isoproof.exporters import quantize
+
+    def record(path: str) -> logging.LogRecord:
+        msg = "Please consider to run pre-processing before quantization."
+        return logging.LogRecord("root", logging.WARNING, path, 1, msg, None, None)
+
+    ort = "/x/site-packages/onnxruntime/quantization/quantize.py"
+    root = logging.getLogger()
+    before = list(root.filters)
+    with quantize._quiet_quantizer():
+        assert not root.filter(record(ort))
+        assert root.filter(record("/work/app/mine.py"))  # someone else's message passes
+    assert root.filters == before  # removed afterwards
+    assert root.filter(record(ort))

@@ -120,3 +120,17 @@ def test_float32_model_close_to_float64_copy():
     assert m32.dtype == torch.float32
     x = batch(6, 20)
     torch.testing.assert_close(m32(x.float()).double(), m64(x), atol=1e-5, rtol=0)
+
+
+def test_receipt_to_dict_round_trips_through_strict_json() -> None:
+    import json
+    import math
+
+    from isoproof.strict_json import dumps
+
+    r = ip.Receipt("prune", (1, 2), (4, 6, 3), (4, 5, 3), 60, 50, (0.5, 0.25), math.inf, None)
+    d = r.to_dict()
+    assert d["widths_after"] == [4, 5, 3] and d["layer"] == [1, 2]
+    assert d["exact"] is False and d["param_ratio"] == 50 / 60
+    back = json.loads(dumps(d))
+    assert back["bound"] == "inf" and back["singular_values"] == [0.5, 0.25]

@@ -52,3 +52,16 @@ def test_function_preserved_catches_a_perturbed_copy():
 
 def test_default_tolerances_are_dtype_aware():
     assert default_atol(torch.float64) < default_atol(torch.float32) < default_atol(torch.float16)
+
+
+def test_one_tolerance_table() -> None:
+    """The tests, the ONNX verifier and isoproof.testing read one table (float32: 1e-5)."""
+    from conftest import TOL
+    from isoproof.exporters.verify import TOLERANCES
+
+    from isoproof.testing import default_atol
+
+    assert {torch.float64: 1e-12, torch.float32: 1e-5} == TOL
+    for kind in ("float32", "float16"):
+        assert TOLERANCES[kind] == default_atol(getattr(torch, kind))
+    assert TOLERANCES["float64"] == default_atol(torch.float64, across_runtimes=True) == 1e-10

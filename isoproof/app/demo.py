@@ -111,39 +111,14 @@ def run_demo(
     latency_runs: int = 300,
 ) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``out/summary.json``)."""
-    from isoproof.exporters import export_onnx, verify_onnx
-
     from ..data import load_digits
-    from ..train import AdaptSchedule, fit
-    from .experiments.plotting import figure, save_figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     torch.manual_seed(seed)
-
     if prove:
-        from isoproof.proofs.runner import run as run_proofs
-
-        t0 = time.perf_counter()
-        report = run_proofs()
-        atomic_write_text(out / "proofs.json", report.to_json())
-        claims = [r for r in report.results if r.kind == "claim"]
-        controls = [r for r in report.results if r.kind == "control"]
-        summary["proofs"] = {
-            "ok": report.ok,
-            "claims": len(claims),
-            "controls": len(controls),
-            "seconds": time.perf_counter() - t0,
-        }
-        _say(
-            f"[1/6] proofs: {sum(r.holds for r in claims)}/{len(claims)} claims proved, "
-            f"{sum(not r.holds for r in controls)}/{len(controls)} negative controls refuted "
-            f"({summary['proofs']['seconds']:.1f} s) -> {out / 'proofs.json'}"
-        )
-        if not report.ok:
-            raise RuntimeError("the proofs did not all pass: see proofs.json")
-
+        summary["proofs"] = _prove(out)
     surgery = _exact_surgery()
     summary["exact_surgery"] = surgery
     _say(
@@ -152,35 +127,13 @@ def run_demo(
             ["operation", "widths", "params", "hidden-to-hidden", "max |f - f_dense|"], surgery
         )
     )
-
     data = load_digits(seed=seed)
     x, y = data.x_test, data.y_test
     widths = [data.n_features, 128, 128, 128, data.n_classes]
-    model = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed))
-    static = copy.deepcopy(model)  # same initial weights, trained without the scaffold buffer
-    t0 = time.perf_counter()
-    history = fit(
-        model,
-        data,
-        epochs=epochs,
-        lr=3e-3,
-        seed=seed,
-        verbose=False,
-        adapt=AdaptSchedule(buffer=5, threshold=0.95),
-    )
-    fit(static, data, epochs=epochs, lr=3e-3, seed=seed, verbose=False)
-    _say(
-        f"[3/6] trained on digits for {epochs} epochs with the scaffold buffer (5, 0.95): "
-        f"widths {history.widths[0]} -> {model.widths}, test accuracy "
-        f"{history.test_accuracy[-1]:.2%} (static {widths}: {_accuracy(static, x, y):.2%}; "
-        f"both runs {time.perf_counter() - t0:.1f} s)"
-    )
+    model, static, history = _train(data, widths, epochs, seed)
     trained = copy.deepcopy(model)
     y_trained = trained(x).detach()
-    spectra_before = [
-        ops.singular_values(model, i).tolist() for i in range(model.num_layers)
-    ]
-
+    spectra_before = _spectra(model)
     pruned = prune_below(model, 0.1, probe=x)
     sparse = ops.sparsify(model, probe=x)
     _say(
@@ -189,73 +142,150 @@ def run_demo(
         f"params {sparse.params_before} -> {sparse.params_after}, "
         f"max change {sparse.max_abs_change:.2g}"
     )
-
     path = save(model, out / "model.safetensors")
-    reloaded = load(path)
-    identical = bool(torch.equal(reloaded(x), model(x)))
+    identical = bool(torch.equal(load(path)(x), model(x)))
     _say(
         f"[5/6] saved {path} ({path.stat().st_size} bytes); reloaded outputs identical: {identical}"
     )
+    nets = {"static": static, "trained": trained, "final": model}
+    onnx_path, report, latency = _export(nets, out, x, y, latency_runs)
+    acc = {name: _accuracy(net, x, y) for name, net in nets.items()}
+    change = _max_change(model(x), y_trained)
+    table = _final_table(nets, acc, latency, change, report.max_abs)
+    pngs = _plots(history, spectra_before, _spectra(model), out)
+    summary.update(
+        accuracy=acc,
+        widths={"start": widths, "trained": trained.widths, "final": model.widths},
+        params={name: net.count_parameters() for name, net in nets.items()},
+        function_change={"prune_below": pruned.max_abs_change, "sparsify": sparse.max_abs_change},
+        reload_identical=identical,
+        onnx={"max_abs": report.max_abs, "ok": report.ok, "ops": report.ops},
+        latency_ms=latency,
+        files=[str(p) for p in (path, onnx_path, *pngs)]
+        + ([str(out / "proofs.json")] if prove else []),
+    )
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    _say("\n" + table)
+    _say("\nwrote: " + ", ".join(summary["files"]) + f", {out / 'summary.json'}")
+    return summary
 
+
+def _prove(out: Path) -> dict[str, Any]:
+    """Step 1: every SymPy claim and negative control; ``proofs.json``."""
+    from isoproof.proofs.runner import run as run_proofs
+
+    t0 = time.perf_counter()
+    report = run_proofs()
+    atomic_write_text(out / "proofs.json", report.to_json())
+    claims = [r for r in report.results if r.kind == "claim"]
+    controls = [r for r in report.results if r.kind == "control"]
+    result = {
+        "ok": report.ok,
+        "claims": len(claims),
+        "controls": len(controls),
+        "seconds": time.perf_counter() - t0,
+    }
+    _say(
+        f"[1/6] proofs: {sum(r.holds for r in claims)}/{len(claims)} claims proved, "
+        f"{sum(not r.holds for r in controls)}/{len(controls)} negative controls refuted "
+        f"({result['seconds']:.1f} s) -> {out / 'proofs.json'}"
+    )
+    if not report.ok:
+        raise RuntimeError("the proofs did not all pass: see proofs.json")
+    return result
+
+
+def _train(
+    data: Any, widths: list[int], epochs: int, seed: int
+) -> tuple[IsotropicMLP, IsotropicMLP, Any]:
+    """Step 3: the model with the scaffold buffer and a static twin (same initial weights)."""
+    from ..train import AdaptSchedule, fit
+
+    x, y = data.x_test, data.y_test
+    model = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed))
+    static = copy.deepcopy(model)  # same initial weights, trained without the scaffold buffer
+    t0 = time.perf_counter()
+    adapt = AdaptSchedule(buffer=5, threshold=0.95)
+    history = fit(model, data, epochs=epochs, lr=3e-3, seed=seed, verbose=False, adapt=adapt)
+    fit(static, data, epochs=epochs, lr=3e-3, seed=seed, verbose=False)
+    _say(
+        f"[3/6] trained on digits for {epochs} epochs with the scaffold buffer (5, 0.95): "
+        f"widths {history.widths[0]} -> {model.widths}, test accuracy "
+        f"{history.test_accuracy[-1]:.2%} (static {widths}: {_accuracy(static, x, y):.2%}; "
+        f"both runs {time.perf_counter() - t0:.1f} s)"
+    )
+    return model, static, history
+
+
+def _spectra(model: IsotropicMLP) -> list[list[float]]:
+    return [ops.singular_values(model, i).tolist() for i in range(model.num_layers)]
+
+
+def _export(
+    nets: dict[str, IsotropicMLP], out: Path, x: torch.Tensor, y: torch.Tensor, runs: int
+) -> tuple[Path, Any, dict[str, float]]:
+    """Step 6: export every net, verify the final one, time all three in ONNX Runtime."""
+    from isoproof.exporters import export_onnx, verify_onnx
+
+    model = nets["final"]
     onnx_path = export_onnx(model, out / "model.onnx")
     report = verify_onnx(onnx_path, model, inputs=x, labels=y)
     x1 = x[:1].numpy().astype(np.float32)
     paths = {"final": onnx_path}
-    for name, net in (("static", static), ("trained", trained)):
-        paths[name] = export_onnx(net, out / f"{name}.onnx")
-    latency = _latencies_ms(paths, x1, latency_runs)
+    for name in ("static", "trained"):
+        paths[name] = export_onnx(nets[name], out / f"{name}.onnx")
+    latency = _latencies_ms(paths, x1, runs)
     _say(
         f"[6/6] exported {onnx_path}: max |onnx - torch| {report.max_abs:.2g} over "
         f"{len(report.results)} input sets, ops {sorted(report.ops)}, verification "
         f"{'passed' if report.ok else 'FAILED'}"
     )
+    return onnx_path, report, latency
 
-    acc = {
-        "static": _accuracy(static, x, y),
-        "trained": _accuracy(trained, x, y),
-        "final": _accuracy(model, x, y),
-    }
+
+_FINAL_HEADER = [
+    "model",
+    "test accuracy",
+    "widths",
+    "stored params",
+    "max |logit change|",
+    "ONNX parity",
+    "ORT latency (b=1)",
+]
+_FINAL_LABELS = {
+    "static": "static net, no scaffold buffer",
+    "trained": "trained with scaffold buffer",
+    "final": "+ prune_below(0.1) + sparsify",
+}
+
+
+def _final_table(
+    nets: dict[str, IsotropicMLP],
+    acc: dict[str, float],
+    latency: dict[str, float],
+    change: float,
+    parity: float,
+) -> str:
     rows = [
         [
-            "static net, no scaffold buffer",
-            f"{acc['static']:.2%}",
-            static.widths,
-            static.count_parameters(),
-            "-",
-            "-",
-            f"{latency['static'] * 1e3:.0f} us",
-        ],
-        [
-            "trained with scaffold buffer",
-            f"{acc['trained']:.2%}",
-            trained.widths,
-            trained.count_parameters(),
-            "-",
-            "-",
-            f"{latency['trained'] * 1e3:.0f} us",
-        ],
-        [
-            "+ prune_below(0.1) + sparsify",
-            f"{acc['final']:.2%}",
-            model.widths,
-            model.count_parameters(),
-            f"{_max_change(model(x), y_trained):.2g}",
-            f"{report.max_abs:.2g}",
-            f"{latency['final'] * 1e3:.0f} us",
-        ],
+            _FINAL_LABELS[name],
+            f"{acc[name]:.2%}",
+            net.widths,
+            net.count_parameters(),
+            f"{change:.2g}" if name == "final" else "-",
+            f"{parity:.2g}" if name == "final" else "-",
+            f"{latency[name] * 1e3:.0f} us",
+        ]
+        for name, net in nets.items()
     ]
-    table = format_table(
-        [
-            "model",
-            "test accuracy",
-            "widths",
-            "stored params",
-            "max |logit change|",
-            "ONNX parity",
-            "ORT latency (b=1)",
-        ],
-        rows,
-    )
+    return format_table(_FINAL_HEADER, rows)
+
+
+def _plots(
+    history: Any, before: list[list[float]], after: list[list[float]], out: Path
+) -> tuple[Path, Path]:
+    """``training.png`` (accuracy and widths per epoch) and ``spectra.png`` (before / after)."""
+    from .experiments.plotting import figure, save_figure
 
     fig, (ax1, ax2) = figure(1, 2, size=(10, 3.6))
     ax1.plot(history.epoch, [100 * a for a in history.test_accuracy], label="test")
@@ -268,12 +298,9 @@ def run_demo(
     ax2.legend()
     training_png = save_figure(fig, out / "training.png")
     fig, axes = figure(1, 2, size=(10, 3.6))
-    spectra_after = [
-        ops.singular_values(model, i).tolist() for i in range(model.num_layers)
-    ]
     for ax, spectra, title in (
-        (axes[0], spectra_before, "after training (scaffold buffer)"),
-        (axes[1], spectra_after, "after prune_below(0.1) + sparsify"),
+        (axes[0], before, "after training (scaffold buffer)"),
+        (axes[1], after, "after prune_below(0.1) + sparsify"),
     ):
         for i, s in enumerate(spectra):
             ax.plot(range(1, len(s) + 1), s, marker=".", label=f"map {i}")
@@ -281,23 +308,4 @@ def run_demo(
         ax.axhline(0.95, ls=":", c="grey", lw=1, label="0.95 (buffer)")
         ax.set(xlabel="neuron (sorted)", ylabel="singular value", title=title, yscale="log")
         ax.legend(fontsize=8)
-    spectra_png = save_figure(fig, out / "spectra.png")
-    summary.update(
-        accuracy=acc,
-        widths={"start": widths, "trained": trained.widths, "final": model.widths},
-        params={
-            "static": static.count_parameters(),
-            "trained": trained.count_parameters(),
-            "final": model.count_parameters(),
-        },
-        function_change={"prune_below": pruned.max_abs_change, "sparsify": sparse.max_abs_change},
-        reload_identical=identical,
-        onnx={"max_abs": report.max_abs, "ok": report.ok, "ops": report.ops},
-        latency_ms=latency,
-        files=[str(p) for p in (path, onnx_path, training_png, spectra_png)]
-        + ([str(out / "proofs.json")] if prove else []),
-    )
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
-    _say("\n" + table)
-    _say("\nwrote: " + ", ".join(summary["files"]) + f", {out / 'summary.json'}")
-    return summary
+    return training_png, save_figure(fig, out / "spectra.png")

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..._version import __version__
+from ...exceptions import one_line
 
 __all__ = ["CliError", "main"]
 
@@ -63,19 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         if os.environ.get("ISOPROOF_DEBUG"):
             raise
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:
         if os.environ.get("ISOPROOF_DEBUG"):
             raise
         print(
-            f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} "
+            f"{prog}: internal error: {type(e).__name__}: {one_line(e)} "
             "(set ISOPROOF_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 1
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return " ".join(text.split())

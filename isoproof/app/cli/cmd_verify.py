@@ -11,8 +11,6 @@ passes, 1 if not, 2 (one line) if a requested runtime is not installed.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 from ._common import existing_file, load_model
@@ -48,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from isoproof.exporters import verify_onnx
     from isoproof.files import atomic_write_text
+    from isoproof.strict_json import dumps
 
     from .cmd_export import read_data
 
@@ -66,17 +65,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.table())
     if args.json is not None:
-        text = json.dumps(_jsonable(report.to_dict()), indent=2, allow_nan=False)
+        text = dumps(report.to_dict(), indent=2)
         atomic_write_text(args.json, text + "\n")
     return 0 if report.ok else 1
-
-
-def _jsonable(value: object) -> object:
-    """Strict JSON: non-finite floats become the strings "inf", "-inf", "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

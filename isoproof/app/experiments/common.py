@@ -18,8 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import time
@@ -35,10 +33,13 @@ import torch
 from ..._version import __version__
 from ...data import Dataset, load_digits, load_mnist1d
 from ...files import atomic_write_text
+from ...strict_json import dumps
 
 __all__ = [
     "DEFAULT_OUT",
     "QUICK_MNIST1D_SAMPLES",
+    "RECIPE",
+    "Recipe",
     "Result",
     "Timer",
     "environment",
@@ -49,6 +50,32 @@ __all__ = [
 
 DEFAULT_OUT = Path("docs") / "results"
 QUICK_MNIST1D_SAMPLES = 400  # --quick: a small locally generated MNIST-1D (about 0.3 s)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe every experiment uses: passed to :func:`isoproof.train.fit` and
+    rendered into the reports from the same object (one home; never typed as prose).
+
+    Example::
+
+        >>> RECIPE.text()
+        'AdamW lr 0.001, weight decay 0.001, batch 48'
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 48
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """``lr``, ``weight_decay`` and ``batch_size`` for :func:`isoproof.train.fit`."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "batch_size": self.batch_size}
+
+    def text(self) -> str:
+        return f"AdamW lr {self.lr:g}, weight decay {self.weight_decay:g}, batch {self.batch_size}"
+
+
+RECIPE = Recipe()
 
 
 @dataclass
@@ -92,29 +119,9 @@ def write_result(result: Result, out: str | os.PathLike[str]) -> list[Path]:
         )
         md.append("")
     md_path = atomic_write_text(out / f"{result.name}.md", "\n".join(md))
-    payload = _strict({"experiment": result.name, "title": result.title, **result.data})
-    text = json.dumps(payload, indent=1, default=_json_default, allow_nan=False)
+    text = dumps({"experiment": result.name, "title": result.title, **result.data})
     json_path = atomic_write_text(out / f"{result.name}.json", text + "\n")
     return [md_path, json_path, *result.figures]
-
-
-def _strict(obj: Any) -> Any:
-    """Replace non-finite floats by the strings ``"inf"``, ``"-inf"``, ``"nan"`` (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v) for v in obj]
-    return obj
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    raise TypeError(f"expected JSON-serialisable data, got {type(obj).__name__}")
 
 
 def load_data(name: str, *, quick: bool = False) -> Dataset:

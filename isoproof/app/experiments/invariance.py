@@ -31,7 +31,7 @@ from ...ops.neurodegeneration import prune
 from ...ops.neurogenesis import grow
 from ...table import markdown_table
 from ...train import evaluate, fit
-from .common import Result, Timer, load_data
+from .common import RECIPE, Result, Timer, load_data
 from .plotting import figure, save_figure
 
 __all__ = ["MODES", "NAME", "OPS", "TITLE", "output_change_metrics", "run"]
@@ -114,7 +114,14 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
             for mode, (o, psi) in MODES.items():
                 gen = torch.Generator().manual_seed(seed)
                 model = IsotropicMLP(widths, intrinsic_length=o, psi=psi, generator=gen)
-                fit(model, data, epochs=cfg["epochs"], seed=seed, verbose=False)
+                fit(
+                    model,
+                    data,
+                    epochs=cfg["epochs"],
+                    seed=seed,
+                    verbose=False,
+                    **RECIPE.fit_kwargs(),
+                )
                 if psi == "none":
                     model.record_gains(data.x_train)  # the expectation update needs mean gains
                 full_diagonalise(model, 1)  # exact: proofs/diagonalisation.py
@@ -125,6 +132,33 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                 if verbose:
                     print(f"[{NAME}] {name} mode {mode}: test accuracy {acc:.1%}", flush=True)
     figures = [] if out is None else [_plot(rows, out)]
+    table, acc_table = _tables(rows, accuracy)
+    lines = [
+        _settings_line(settings, quick, seed),
+        "",
+        "Test accuracy (%) after training and full diagonalisation of map 1:",
+        "",
+        acc_table,
+        "",
+        "Operations on hidden layer 1 (width 100): `+n` grows n scaffold neurons, `-n` prunes the "
+        "n weakest.",
+        "",
+        table,
+    ]
+    data_out = {
+        "quick": quick,
+        "seed": seed,
+        "settings": settings,
+        "modes": {k: {"intrinsic_length": o, "psi": p} for k, (o, p) in MODES.items()},
+        "accuracy": accuracy,
+        "rows": rows,
+        **timer.stamp(),
+    }
+    return Result(NAME, TITLE, "\n".join(lines), data_out, figures)
+
+
+def _tables(rows: list[dict[str, Any]], accuracy: dict[str, dict[str, float]]) -> tuple[str, str]:
+    """The per-operation table and the accuracy-per-mode table."""
     headers = [
         "data",
         "mode (o, psi)",
@@ -155,28 +189,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
         ["data", *(_mode_label(m) for m in MODES)],
         [[name, *(accs[m] for m in MODES)] for name, accs in accuracy.items()],
     )
-    lines = [
-        _settings_line(settings, quick, seed),
-        "",
-        "Test accuracy (%) after training and full diagonalisation of map 1:",
-        "",
-        acc_table,
-        "",
-        "Operations on hidden layer 1 (width 100): `+n` grows n scaffold neurons, `-n` prunes the "
-        "n weakest.",
-        "",
-        table,
-    ]
-    data_out = {
-        "quick": quick,
-        "seed": seed,
-        "settings": settings,
-        "modes": {k: {"intrinsic_length": o, "psi": p} for k, (o, p) in MODES.items()},
-        "accuracy": accuracy,
-        "rows": rows,
-        **timer.stamp(),
-    }
-    return Result(NAME, TITLE, "\n".join(lines), data_out, figures)
+    return table, acc_table
 
 
 def _mode_label(mode: str) -> str:
@@ -188,7 +201,7 @@ def _settings_line(settings: dict[str, Any], quick: bool, seed: int) -> str:
     parts = [f"{n}: hidden {cfg['hidden']}, {cfg['epochs']} epochs" for n, cfg in settings.items()]
     mode = " (--quick: subsets, 1 epoch)" if quick else ""
     return (
-        f"Settings{mode}: {'; '.join(parts)}; AdamW lr 1e-3, weight decay 1e-3, batch 48, "
+        f"Settings{mode}: {'; '.join(parts)}; {RECIPE.text()}, "
         f"orthogonal init, seed {seed}; float32."
     )
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from ...mlp import IsotropicMLP
-from ...table import markdown_table
+from ...table import markdown_table, records_table
 from ...train import WidthSchedule, fit
-from .common import Result, Timer, load_data
+from .common import RECIPE, Result, Timer, load_data
 from .plotting import figure, save_figure
 
 __all__ = ["NAME", "TITLE", "WIDTHS", "run"]
@@ -29,6 +29,17 @@ TITLE = "Exp 4: neuroabundance (linear width schedules on MNIST-1D)"
 WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
 SETTINGS: dict[str, Any] = {"epochs": 12, "schedule_epochs": 8}
 QUICK: dict[str, Any] = {"epochs": 2, "schedule_epochs": 1}
+
+
+_COLUMNS = [
+    ("start", "start"),
+    ("target", "target"),
+    ("final widths", "final_widths"),
+    ("test acc (%)", "test_accuracy"),
+    ("stored params", "final_parameters"),
+    ("train s", "train_seconds"),
+    ("resize s", "resize_seconds"),
+]
 
 
 def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = True) -> Result:
@@ -47,6 +58,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                     data,
                     epochs=cfg["epochs"],
                     width_schedule=schedule,
+                    **RECIPE.fit_kwargs(),
                     seed=seed,
                     verbose=False,
                 )
@@ -70,29 +82,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                         f"resize {sum(h.resize_seconds):.2f} s",
                         flush=True,
                     )
-    table = markdown_table(
-        [
-            "start",
-            "target",
-            "final widths",
-            "test acc (%)",
-            "stored params",
-            "train s",
-            "resize s",
-        ],
-        [
-            [
-                r["start"],
-                r["target"],
-                r["final_widths"],
-                r["test_accuracy"],
-                r["final_parameters"],
-                r["train_seconds"],
-                r["resize_seconds"],
-            ]
-            for r in rows
-        ],
-    )
+    table = records_table(_COLUMNS, rows)
     grid = markdown_table(
         ["start \\ target", *map(str, WIDTHS)],
         [[s, *(r["test_accuracy"] for r in rows if r["start"] == s)] for s in WIDTHS],
@@ -100,7 +90,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
     text = (
         f"Settings{' (--quick: small MNIST-1D)' if quick else ''}: [40, w, w, 10], "
         f"{cfg['epochs']} epochs, width schedule reaching the target after "
-        f"{cfg['schedule_epochs']} epochs; AdamW lr 1e-3, weight decay 1e-3, batch 48, seed "
+        f"{cfg['schedule_epochs']} epochs; {RECIPE.text()}, seed "
         f"{seed}, float32; {len(data)} training rows.\n\n"
         "Final test accuracy (%), start width (rows) to target width (columns); the diagonal is "
         "the static control:\n\n" + grid + "\n\nAll runs:\n\n" + table

@@ -17,9 +17,9 @@ import torch
 
 from ...mlp import IsotropicMLP
 from ...ops.diagonalisation import sparsify
-from ...table import markdown_table
+from ...table import records_table
 from ...train import evaluate, fit
-from .common import Result, Timer, load_data
+from .common import RECIPE, Result, Timer, load_data
 from .plotting import figure, save_figure
 
 __all__ = ["NAME", "TITLE", "run"]
@@ -37,6 +37,21 @@ def expected_hidden_weights(width: int, k: int) -> tuple[int, int]:
     return K * width * width, (K // 2) * width * width + ((K + 1) // 2) * width
 
 
+_COLUMNS = [
+    ("data", "data"),
+    ("hidden layers", "hidden_layers"),
+    ("diagonal maps", "diagonal_maps"),
+    ("acc before (%)", "accuracy_before"),
+    ("acc after (%)", "accuracy_after"),
+    ("stored before", "params_before"),
+    ("stored after", "params_after"),
+    ("ratio", "param_ratio"),
+    ("hidden-hidden before", "hidden_weights_before"),
+    ("hidden-hidden after", "hidden_weights_after"),
+    ("max abs logit change", "max_abs_change"),
+]
+
+
 def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = True) -> Result:
     """Train each depth, sparsify, and compare accuracy and stored numbers."""
     cfg = QUICK if quick else SETTINGS
@@ -49,7 +64,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
             for k in DEPTHS:
                 widths = [data.n_features, *([width] * k), data.n_classes]
                 model = IsotropicMLP(widths, generator=torch.Generator().manual_seed(seed))
-                fit(model, data, epochs=epochs, seed=seed, verbose=False)
+                fit(model, data, epochs=epochs, seed=seed, verbose=False, **RECIPE.fit_kwargs())
                 before = evaluate(model, data)["accuracy"]
                 hidden_before = model.count_parameters(hidden_only=True)
                 receipt = sparsify(model, probe=data.x_test)
@@ -76,41 +91,11 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                         f"{receipt.params_before} -> {receipt.params_after}",
                         flush=True,
                     )
-    table = markdown_table(
-        [
-            "data",
-            "hidden layers",
-            "diagonal maps",
-            "acc before (%)",
-            "acc after (%)",
-            "stored before",
-            "stored after",
-            "ratio",
-            "hidden-hidden before",
-            "hidden-hidden after",
-            "max abs logit change",
-        ],
-        [
-            [
-                r["data"],
-                r["hidden_layers"],
-                r["diagonal_maps"],
-                r["accuracy_before"],
-                r["accuracy_after"],
-                r["params_before"],
-                r["params_after"],
-                r["param_ratio"],
-                r["hidden_weights_before"],
-                r["hidden_weights_after"],
-                r["max_abs_change"],
-            ]
-            for r in rows
-        ],
-    )
+    table = records_table(_COLUMNS, rows)
     epochs = cfg["epochs"]
     text = (
         f"Settings{' (--quick: subsets)' if quick else ''}: hidden width {width}, epochs "
-        f"{epochs}, AdamW lr 1e-3, weight decay 1e-3, batch 48, orthogonal init, seed {seed}; "
+        f"{epochs}, {RECIPE.text()}, orthogonal init, seed {seed}; "
         "float32. 'Stored' counts every weight, bias, psi entry and o; a diagonal map stores its "
         "diagonal only.\n\n" + table
     )

@@ -22,7 +22,7 @@ from ...mlp import IsotropicMLP
 from ...standard import paired_standard
 from ...table import markdown_table
 from ...train import History, fit
-from .common import Result, Timer, load_data
+from .common import RECIPE, Result, Timer, load_data
 from .plotting import figure, ridge, save_figure
 
 __all__ = ["NAME", "TITLE", "run"]
@@ -50,7 +50,14 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
     histories: dict[str, History] = {}
     with Timer() as timer:
         for name, model in nets.items():
-            histories[name] = fit(model, data, epochs=int(cfg["epochs"]), seed=seed, verbose=False)
+            histories[name] = fit(
+                model,
+                data,
+                epochs=int(cfg["epochs"]),
+                seed=seed,
+                verbose=False,
+                **RECIPE.fit_kwargs(),
+            )
             if verbose:
                 print(f"[{NAME}] {name}: test {histories[name].test_accuracy[-1]:.1%}", flush=True)
     shown = _epochs_shown(int(cfg["epochs"]))
@@ -89,7 +96,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
     text = (
         f"Settings{' (--quick: small MNIST-1D)' if quick else ''}: {widths} on MNIST-1D, "
         f"{cfg['epochs']} epochs, paired orthogonal initial weights and identical data order; "
-        f"AdamW lr 1e-3, weight decay 1e-3, batch 48, seed {seed}, float32. Map 0 is the input "
+        f"{RECIPE.text()}, seed {seed}, float32. Map 0 is the input "
         "map (40 -> 100: its 40 singular values are shown, not the 60 structural zeros), map 1 "
         "the hidden-to-hidden map. "
         "The JSON file has every epoch and every map.\n\n" + table

@@ -29,9 +29,9 @@ import torch
 
 from ...mlp import IsotropicMLP
 from ...standard import paired_standard, standard_mlp
-from ...table import markdown_table
+from ...table import records_table
 from ...train import fit
-from .common import Result, Timer, load_data
+from .common import RECIPE, Result, Timer, load_data
 from .plotting import figure, save_figure
 
 __all__ = ["NAME", "TITLE", "run"]
@@ -45,6 +45,26 @@ SETTINGS: dict[str, Any] = {
 }
 QUICK: dict[str, Any] = {"hidden": [16, 16], "epochs": {"digits": 1, "mnist1d": 1}, "seeds": 2}
 KINDS = ("isotropic", "standard", "linear")
+
+
+_COLUMNS_1 = [
+    ("data", "data"),
+    ("activation", "model"),
+    ("final test acc (%) mean", "mean"),
+    ("std", "std"),
+    ("best-epoch acc (%)", "best_mean"),
+    ("s/run", "seconds_per_run"),
+]
+
+_COLUMNS_2 = [
+    ("data", "data"),
+    ("seed", "seed"),
+    ("activation", "model"),
+    ("epochs", "epochs"),
+    ("final test acc (%)", "test_accuracy"),
+    ("best (%)", "best_test_accuracy"),
+    ("train acc (%)", "train_accuracy"),
+]
 
 
 def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = True) -> Result:
@@ -69,7 +89,9 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                     "linear": linear,
                 }
                 for kind, model in nets.items():
-                    h = fit(model, data, epochs=epochs, seed=s, verbose=False)
+                    h = fit(
+                        model, data, epochs=epochs, seed=s, verbose=False, **RECIPE.fit_kwargs()
+                    )
                     acc = [100.0 * a for a in h.test_accuracy]
                     curves.setdefault(name, {}).setdefault(kind, []).append(acc)
                     rows.append(
@@ -86,8 +108,34 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                     )
                     if verbose:
                         print(f"[{NAME}] {name} seed {s} {kind}: test {acc[-1]:.1f}%", flush=True)
+    summary = _summarise(rows, list(curves))
+    summary_table = records_table(_COLUMNS_1, summary)
+    table = records_table(_COLUMNS_2, rows)
+    text = (
+        f"Settings{' (--quick: subsets)' if quick else ''}: [in, {_join(cfg['hidden'])}, 10], "
+        f"epochs {cfg['epochs']}, seeds {seeds} (the seed sets the shared initial weights "
+        f"and the data order); {RECIPE.text()}, orthogonal init, "
+        "float32. Isotropic: trainable o, psi with decay 0.1. Linear: one affine map [in, 10] "
+        "(not paired: it has no hidden layer).\n\n"
+        "Mean over seeds:\n\n" + summary_table + "\n\nEvery run:\n\n" + table
+    )
+    figures = [] if out is None else [_plot(curves, Path(out))]
+    payload = {
+        "quick": quick,
+        "seeds": seeds,
+        "settings": cfg,
+        "summary": summary,
+        "rows": rows,
+        "curves": curves,
+        **timer.stamp(),
+    }
+    return Result(NAME, TITLE, text, payload, figures)
+
+
+def _summarise(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Mean and spread over seeds per (data set, activation)."""
     summary = []
-    for name in curves:
+    for name in names:
         for kind in KINDS:
             finals = [r["test_accuracy"] for r in rows if r["data"] == name and r["model"] == kind]
             best = [
@@ -104,47 +152,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                     "seconds_per_run": statistics.fmean(secs),
                 }
             )
-    summary_table = markdown_table(
-        ["data", "activation", "final test acc (%) mean", "std", "best-epoch acc (%)", "s/run"],
-        [
-            [r["data"], r["model"], r["mean"], r["std"], r["best_mean"], r["seconds_per_run"]]
-            for r in summary
-        ],
-    )
-    table = markdown_table(
-        ["data", "seed", "activation", "epochs", "final test acc (%)", "best (%)", "train acc (%)"],
-        [
-            [
-                r["data"],
-                r["seed"],
-                r["model"],
-                r["epochs"],
-                r["test_accuracy"],
-                r["best_test_accuracy"],
-                r["train_accuracy"],
-            ]
-            for r in rows
-        ],
-    )
-    text = (
-        f"Settings{' (--quick: subsets)' if quick else ''}: [in, {_join(cfg['hidden'])}, 10], "
-        f"epochs {cfg['epochs']}, seeds {seeds} (the seed sets the shared initial weights "
-        "and the data order); AdamW lr 1e-3, weight decay 1e-3, batch 48, orthogonal init, "
-        "float32. Isotropic: trainable o, psi with decay 0.1. Linear: one affine map [in, 10] "
-        "(not paired: it has no hidden layer).\n\n"
-        "Mean over seeds:\n\n" + summary_table + "\n\nEvery run:\n\n" + table
-    )
-    figures = [] if out is None else [_plot(curves, Path(out))]
-    payload = {
-        "quick": quick,
-        "seeds": seeds,
-        "settings": cfg,
-        "summary": summary,
-        "rows": rows,
-        "curves": curves,
-        **timer.stamp(),
-    }
-    return Result(NAME, TITLE, text, payload, figures)
+    return summary
 
 
 def _join(values: list[int]) -> str:

@@ -21,9 +21,9 @@ import torch
 
 from ...data import multitask
 from ...mlp import IsotropicMLP
-from ...table import markdown_table
+from ...table import records_table
 from ...train import AdaptSchedule, History, fit
-from .common import Result, Timer, load_data
+from .common import RECIPE, Result, Timer, load_data
 from .plotting import figure, save_figure, shade_phases
 
 __all__ = ["NAME", "PHASES", "TITLE", "run"]
@@ -37,6 +37,18 @@ PHASES: tuple[tuple[str, tuple[float, float]], ...] = (
 )
 SETTINGS: dict[str, Any] = {"hidden": [32, 32], "phase_epochs": 8, "buffer": 5, "threshold": 0.95}
 QUICK: dict[str, Any] = {"hidden": [16, 16], "phase_epochs": 1, "buffer": 5, "threshold": 0.95}
+
+
+_COLUMNS = [
+    ("epoch", "epoch"),
+    ("phase", "phase"),
+    ("adaptive widths", "adaptive_widths"),
+    ("adaptive params", "adaptive_parameters"),
+    ("digits acc adaptive (%)", "adaptive_digits"),
+    ("digits acc static (%)", "static_digits"),
+    ("MNIST-1D acc adaptive (%)", "adaptive_mnist1d"),
+    ("MNIST-1D acc static (%)", "static_mnist1d"),
+]
 
 
 def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = True) -> Result:
@@ -63,6 +75,7 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                 epochs=per * len(PHASES),
                 adapt=schedule,
                 task_weights=weights,
+                **RECIPE.fit_kwargs(),
                 seed=seed,
                 verbose=False,
             )
@@ -91,37 +104,13 @@ def run(*, quick: bool = False, seed: int = 0, out: Any = None, verbose: bool = 
                 "static_mnist1d": 100.0 * st.task_accuracy[e][1],
             }
         )
-    table = markdown_table(
-        [
-            "epoch",
-            "phase",
-            "adaptive widths",
-            "adaptive params",
-            "digits acc adaptive (%)",
-            "digits acc static (%)",
-            "MNIST-1D acc adaptive (%)",
-            "MNIST-1D acc static (%)",
-        ],
-        [
-            [
-                r["epoch"],
-                r["phase"],
-                r["adaptive_widths"],
-                r["adaptive_parameters"],
-                r["adaptive_digits"],
-                r["static_digits"],
-                r["adaptive_mnist1d"],
-                r["static_mnist1d"],
-            ]
-            for r in rows
-        ],
-    )
+    table = records_table(_COLUMNS, rows)
     text = (
         f"Settings{' (--quick: subsets)' if quick else ''}: union network {widths} (inputs "
         f"[digits 64 | MNIST-1D 40], heads [digits 10 | MNIST-1D 10]); {per} epochs per phase; "
         f"scaffold buffer K = {cfg['buffer']}, theta = {cfg['threshold']} after every epoch for "
-        f"the adaptive net; the static net has the same initial weights; AdamW lr 1e-3, weight "
-        f"decay 1e-3, batch 48, seed {seed}, float32. Test accuracy of each task on its own "
+        f"the adaptive net; the static net has the same initial weights; {RECIPE.text()}, "
+        f"seed {seed}, float32. Test accuracy of each task on its own "
         "head, measured after every epoch (also while the task is off).\n\n" + table
     )
     figures = [] if out is None else [_plot(rows, per, Path(out))]
