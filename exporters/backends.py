@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from isoproof.exceptions import one_line
+
 from .errors import ExportError, RuntimeUnavailableError
-from .export import INPUT_NAME, _first_line
+from .export import INPUT_NAME
 from .runtime import input_dims, interleaved_medians, ort_session
 
 __all__ = ["ALIASES", "BACKENDS", "Backend", "BackendLoadError", "canonical", "open_backend"]
@@ -58,7 +60,7 @@ class Backend:
         try:
             return np.asarray(self._run(x))
         except Exception as e:  # a runtime's own error on this input: report, do not crash
-            raise BackendLoadError(f"{self.name} failed to run: {_first_line(e)}") from e
+            raise BackendLoadError(f"{self.name} failed to run: {one_line(e)}") from e
 
     def latency(self, dims: dict[str, list[int]], dtype: type, runs: int) -> dict[str, float]:
         """Median seconds per call on a fixed input of each ``dims`` (interleaved)."""
@@ -118,7 +120,7 @@ def open_backend(name: str, path: str | os.PathLike[str], proto: onnx.ModelProto
     except (RuntimeUnavailableError, BackendLoadError):
         raise
     except Exception as e:  # each runtime raises its own types on a file it rejects
-        raise BackendLoadError(f"{name} could not load {path.name}: {_first_line(e)}") from e
+        raise BackendLoadError(f"{name} could not load {path.name}: {one_line(e)}") from e
     backend = Backend(run)
     backend.name = name
     return backend
