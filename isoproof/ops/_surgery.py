@@ -32,9 +32,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._validate import check_int
-from ..diagonal import DiagonalLinear
+from ..diagonal import DiagonalConv, DiagonalLinear
 from ..exceptions import LayerIndexError, NonFiniteError, NotIsotropicError, UnsynchronisedError
 from ..mlp import IsotropicMLP, count_parameters
+from ..network import IsotropicNet
 from ..optim import (
     FIRST_MOMENTS,
     apply_linear,
@@ -87,12 +88,15 @@ def check_model(model: object) -> IsotropicMLP:
     return model
 
 
-def check_maps(model: IsotropicMLP) -> IsotropicMLP:
-    """Raise :class:`NotIsotropicError` unless every affine map is an ``nn.Linear`` or a
-    :class:`DiagonalLinear` (a commit or a checkpoint would silently densify any other map, such
-    as :class:`isoproof.ngc.NGCLinear`; reading ``.weight`` is fine)."""
-    for i, lin in enumerate(model.linears):
-        if not isinstance(lin, nn.Linear | DiagonalLinear):
+_STORED_MAPS = (nn.Linear, DiagonalLinear, nn.Conv1d, nn.Conv2d, DiagonalConv)
+
+
+def check_maps(model: IsotropicNet) -> IsotropicNet:
+    """Raise :class:`NotIsotropicError` unless every affine map is an ``nn.Linear``, a conv or a
+    diagonal map (a commit or a checkpoint would silently densify any other map, such as
+    :class:`isoproof.ngc.NGCLinear`; reading ``.weight`` is fine)."""
+    for i, lin in enumerate(model.maps):
+        if not isinstance(lin, _STORED_MAPS):
             raise NotIsotropicError(
                 f"expected linears[{i}] to be an nn.Linear or DiagonalLinear, got "
                 f"{type(lin).__name__} (structural operations and save would densify it)"

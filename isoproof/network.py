@@ -1,0 +1,140 @@
+"""``IsotropicNet``: what every isotropic model shares (the MLP and the convolutional net).
+
+An isotropic network is a chain of ``L`` affine *maps* (dense or convolutional) separated by
+isotropic activations, with one intrinsic length ``o`` per activation and one psi term per map
+after the first (``docs/method.md`` §2). *Space* ``h`` (``0 <= h <= L-2``) is the output space of
+``maps[h]``: its neurons are the features of a dense layer or the channels of a convolution. The
+structural operations (:mod:`isoproof.ops`) only see this chain, through :attr:`maps`,
+:meth:`set_map`, ``activations`` and ``psi``, so one engine serves every subclass.
+
+Example::
+
+    >>> m = IsotropicMLP([4, 6, 3])
+    >>> isinstance(m, IsotropicNet), m.num_layers, m.widths
+    (True, 2, [4, 6, 3])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .diagonal import DiagonalConv, DiagonalLinear
+from .exceptions import IsoproofError
+
+if TYPE_CHECKING:
+    from .activations import IntrinsicLength
+    from .psi import PsiMode, PsiVectors
+
+__all__ = ["IsotropicNet", "count_parameters"]
+
+
+class IsotropicNet(nn.Module):
+    """Base class: subclasses define ``maps``, ``set_map``, ``activations`` and ``psi``."""
+
+    activations: nn.ModuleList
+    psi: PsiVectors
+
+    @property
+    def maps(self) -> list[nn.Module]:
+        """The affine maps in order (``maps[h]`` produces space ``h``)."""
+        raise NotImplementedError
+
+    def set_map(self, i: int, module: nn.Module) -> None:
+        """Replace ``maps[i]`` (used by the transactional commit of :mod:`isoproof.ops`)."""
+        raise NotImplementedError
+
+    @property
+    def widths(self) -> list[int]:
+        """``[n0, ..., nL]``: input width (features or channels), then each map's output width,
+        always current."""
+        maps = self.maps
+        return [_in_width(maps[0])] + [_out_width(m) for m in maps]
+
+    @property
+    def num_layers(self) -> int:
+        """``L``: the number of affine maps."""
+        return len(self.maps)
+
+    @property
+    def diagonal_layers(self) -> list[int]:
+        """Indices of the maps stored in diagonal form (``DiagonalLinear`` / ``DiagonalConv``)."""
+        return [i for i, m in enumerate(self.maps) if isinstance(m, DiagonalLinear | DiagonalConv)]
+
+    @property
+    def intrinsic_length(self) -> IntrinsicLength:
+        if len(self.activations) == 0:
+            return "none"
+        return self.activations[0].intrinsic_length  # type: ignore[no-any-return]
+
+    @property
+    def psi_mode(self) -> PsiMode:
+        return self.psi.mode
+
+    @property
+    def eps(self) -> float:
+        return float(self.activations[0].eps) if len(self.activations) else 1e-3
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.maps[0].bias.dtype  # type: ignore[no-any-return]
+
+    @property
+    def device(self) -> torch.device:
+        return self.maps[0].bias.device  # type: ignore[no-any-return]
+
+    def count_parameters(self, *, hidden_only: bool = False) -> int:
+        """Stored numbers (not non-zeros); see :func:`count_parameters`."""
+        return count_parameters(self, hidden_only=hidden_only)
+
+    def penalty(self) -> torch.Tensor:
+        """``psi_decay * sum_l |psi_l|^2`` in ``"decay"`` mode, else 0 (add it to the loss)."""
+        zero = self.maps[0].bias.new_zeros(())
+        if self.psi_mode != "decay" or len(self.psi) == 0:
+            return zero  # type: ignore[no-any-return]
+        return self.psi_decay * sum((p * p).sum() for p in self.psi)  # type: ignore[attr-defined,return-value]
+
+
+def count_parameters(model: nn.Module, *, hidden_only: bool = False) -> int:
+    """Number of stored numbers of ``model``.
+
+    For an isotropic network (:class:`~isoproof.IsotropicMLP`,
+    :class:`~isoproof.IsotropicConvNet`): weights (diagonal maps count their diagonal), biases,
+    psi vectors and intrinsic lengths, whether stored as parameters or buffers; with
+    ``hidden_only=True`` only the weights of the hidden-to-hidden maps ``maps[1:-1]`` (the
+    count of ``docs/method.md`` §3). For any other module: its unique parameters. Either way a
+    Parameter shared by several maps (NGC's input states) counts once.
+    """
+    if not isinstance(model, IsotropicNet):
+        if hidden_only:
+            raise IsoproofError(
+                f"expected an isotropic network for hidden_only=True, got {type(model).__name__}"
+            )
+        return int(sum(p.numel() for p in model.parameters()))  # parameters() deduplicates
+    maps = model.maps[1:-1] if hidden_only else model.maps
+    # by identity, so a Parameter shared by several maps (NGC's input states) counts once
+    weights = {
+        id(p): p.numel() for lin in maps for name, p in lin.named_parameters() if name != "bias"
+    }
+    if hidden_only:
+        return int(sum(weights.values()))
+    total = sum(weights.values()) + sum(lin.bias.numel() for lin in model.maps)
+    total += sum(p.numel() for p in model.psi) if model.psi_mode != "none" else 0
+    total += len(model.activations) if model.intrinsic_length != "none" else 0
+    return int(total)
+
+
+def _in_width(m: nn.Module) -> int:
+    for name in ("in_features", "in_channels"):
+        if hasattr(m, name):
+            return int(getattr(m, name))
+    raise TypeError(f"expected a dense or convolutional map, got {type(m).__name__}")
+
+
+def _out_width(m: nn.Module) -> int:
+    for name in ("out_features", "out_channels"):
+        if hasattr(m, name):
+            return int(getattr(m, name))
+    raise TypeError(f"expected a dense or convolutional map, got {type(m).__name__}")
