@@ -164,7 +164,7 @@ class IsotropicConvNet(IsotropicNet):
             self.linears[i - n] = module
 
     @property
-    def num_conv(self) -> int:
+    def num_conv(self) -> int:  # type: ignore[override]
         """The number of conv layers (spaces ``0 .. num_conv-1`` are channel spaces)."""
         return len(self.convs)
 
@@ -249,7 +249,7 @@ class IsotropicConvNet(IsotropicNet):
                 init=init,
             )
             for i in config["diagonal_layers"]:
-                model.set_map(i, model.diagonal_map(i))
+                model.set_map(i, model.make_map(i, model.map_shape(i), diagonal=True))
         except KeyError as e:
             raise IsoproofError(
                 f"expected key {e} in the model config, got {sorted(config)}"
@@ -258,22 +258,44 @@ class IsotropicConvNet(IsotropicNet):
             raise IsoproofError(f"expected a valid model config, got {config!r} ({e})") from None
         return model
 
-    def diagonal_map(self, i: int) -> nn.Module:
-        """A fresh diagonal module with the shape of ``maps[i]`` (``DiagonalConv`` for a 1x1 conv,
-        ``DiagonalLinear`` for a dense map); raises :class:`IsoproofError` for other maps."""
-        shape = self.map_shape(i)
-        factory = {"dtype": self.dtype, "device": self.device}
-        if math.prod(shape[2:]) != 1:
-            raise IsoproofError(
-                f"expected a 1x1 convolution or a dense map at maps[{i}], got shape {list(shape)}"
-            )
-        if i < self.num_conv:
-            g = self.geometry[i]
+    def make_map(self, i: int, shape: Sequence[int], *, diagonal: bool = False) -> nn.Module:
+        """A fresh module for ``maps[i]`` with the operations' ``shape`` (``map_shape``):
+        ``ConvNd`` / ``DiagonalConv`` (1x1 only) for a conv layer, ``nn.Linear`` /
+        ``DiagonalLinear`` otherwise (the transition flattens ``[n, C, *spatial]``)."""
+        factory: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
+        c_out, c_in = int(shape[0]), int(shape[1])
+        if diagonal and math.prod(shape[2:]) != 1:
+            raise IsoproofError(f"expected a 1x1 kernel for a diagonal map, got {list(shape)}")
+        if i >= self.num_conv:
+            if diagonal:
+                return DiagonalLinear(c_in, c_out, **factory)
+            return nn.Linear(c_in * math.prod(shape[2:]), c_out, **factory)
+        g = self.geometry[i]
+        if diagonal:
             return DiagonalConv(
-                shape[1], shape[0], dims=self.dims, stride=g["stride"], padding=g["padding"],
-                **factory,
-            )  # fmt: skip
-        return DiagonalLinear(shape[1], shape[0], **factory)
+                c_in, c_out, dims=self.dims, stride=g["stride"], padding=g["padding"], **factory
+            )
+        return _CONV[self.dims](
+            c_in, c_out, g["k"], stride=g["stride"], padding=g["padding"],
+            dilation=g["dilation"], **factory,
+        )  # fmt: skip
+
+    def taps(self, i: int) -> int:
+        return self.geometry[i]["k"] ** self.dims if i < self.num_conv else 1
+
+    def positions(self, h: int) -> int:
+        return math.prod(self.spatial[h]) if h < self.num_conv else 1
+
+    def pool_norm(self, h: int) -> float:
+        """``p^(-d/2)`` after a ``p``-wide average pooling (non-overlapping windows: by
+        Cauchy-Schwarz ``|mean of m numbers|^2 <= (sum of their squares) / m``), else 1."""
+        if h < self.num_conv and self.geometry[h]["pool"] > 1:
+            return float(self.geometry[h]["pool"] ** (-self.dims / 2))
+        return 1.0
+
+    def sample_norms(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample Frobenius norm of a field ``[B, ...]`` (over channels and positions)."""
+        return t.flatten(1).norm(dim=1)
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -45,6 +46,37 @@ class IsotropicNet(nn.Module):
     def set_map(self, i: int, module: nn.Module) -> None:
         """Replace ``maps[i]`` (used by the transactional commit of :mod:`isoproof.ops`)."""
         raise NotImplementedError
+
+    def map_shape(self, i: int) -> tuple[int, ...]:
+        """``maps[i]`` as the operations see it: axis 0 its output space, axis 1 its input space
+        (dense ``[out, in]``; see :class:`~isoproof.IsotropicConvNet` for kernels)."""
+        return tuple(self.maps[i].weight.shape)  # type: ignore[arg-type]
+
+    def make_map(self, i: int, shape: Sequence[int], *, diagonal: bool = False) -> nn.Module:
+        """A fresh module for ``maps[i]`` with the operations' ``shape`` (used by the commit)."""
+        factory: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
+        if diagonal:
+            return DiagonalLinear(shape[1], shape[0], **factory)
+        return nn.Linear(shape[1], shape[0], **factory)
+
+    #: Maps ``0 .. num_conv-1`` are convolutions (0 for an MLP).
+    num_conv: int = 0
+
+    def taps(self, i: int) -> int:
+        """Spatial taps of ``maps[i]``'s kernel (1 for a dense map)."""
+        return 1
+
+    def positions(self, h: int) -> int:
+        """Positions of the field that ``maps[h+1]`` reads from space ``h`` (1 for dense)."""
+        return 1
+
+    def pool_norm(self, h: int) -> float:
+        """Operator norm of the spatial map between activation ``h`` and ``maps[h+1]``."""
+        return 1.0
+
+    def sample_norms(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample Euclidean norm of an input or hidden field (``[..., n]``: the last axis)."""
+        return t.norm(dim=-1)
 
     @property
     def widths(self) -> list[int]:
