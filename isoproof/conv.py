@@ -298,8 +298,14 @@ class IsotropicConvNet(IsotropicNet):
         return t.flatten(1).norm(dim=1)
 
     # ----------------------------------------------------------------- forward
+    @property
+    def in_features(self) -> int:
+        """``prod(input_shape)``: the width of a flat input row (see :meth:`forward`)."""
+        return self.convs[0].in_channels * math.prod(self.input_shape[1:])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` of shape ``[B, *input_shape]`` -> logits ``[B, num_classes]``."""
+        """``x`` of shape ``[B, *input_shape]``, or flat ``[B, prod(input_shape)]`` (the rows of
+        an :class:`isoproof.data.Dataset`, reshaped channel-first) -> logits ``[B, n_out]``."""
         return self._run(x)
 
     def _run(
@@ -307,9 +313,11 @@ class IsotropicConvNet(IsotropicNet):
     ) -> torch.Tensor:
         """The recursion; appends ``(u_l, v_l)`` (the next map's inputs) per hidden space."""
         want = (self.convs[0].in_channels, *self.input_shape[1:])
+        if x.dim() == 2 and x.shape[1] == self.in_features:
+            x = x.reshape(x.shape[0], *want)
         if x.dim() != len(want) + 1 or tuple(x.shape[1:]) != want:
-            raise WidthError(f"expected input of shape [B, {', '.join(map(str, want))}], got "
-                             f"{list(x.shape)}")  # fmt: skip
+            raise WidthError(f"expected input of shape [B, {', '.join(map(str, want))}] or "
+                             f"[B, {self.in_features}], got {list(x.shape)}")  # fmt: skip
         use_psi = self.psi_mode != "none"
         u, v = x, None
         for i, conv in enumerate(self.convs):
