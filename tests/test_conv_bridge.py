@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from isoproof.proofs._symbolic import matrix, tanh_profile, vector
 from isoproof.proofs.convolution import ConvLayer, conv_forward
 from isoproof.proofs.expressions import degenerated_length, degenerated_psi
 
 import isoproof as ip
-from isoproof.proofs._symbolic import matrix, tanh_profile, vector
 
 F64 = torch.float64
 
