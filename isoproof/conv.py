@@ -57,7 +57,7 @@ from torch import nn
 from .activations import IntrinsicLength, IsotropicActivation
 from .diagonal import DiagonalConv, DiagonalLinear
 from .exceptions import IsoproofError, NotEquivariantError, WidthError
-from .mlp import _DTYPES, INIT_MODES, Init, initialise_linear
+from .mlp import INIT_MODES, Init, initialise_linear
 from .network import IsotropicNet
 from .psi import PsiMode, PsiVectors
 from .radial import Radial, get_radial
@@ -209,13 +209,7 @@ class IsotropicConvNet(IsotropicNet):
             "input_shape": list(self.input_shape),
             "layers": layers,
             "num_classes": int(self.linears[-1].out_features),
-            "radial": self.radial.spec,
-            "intrinsic_length": self.intrinsic_length,
-            "psi": self.psi_mode,
-            "psi_decay": self.psi_decay,
-            "eps": self.eps,
-            "diagonal_layers": self.diagonal_layers,
-            "dtype": str(self.dtype).removeprefix("torch."),
+            **self.shared_config(),
         }
 
     @classmethod
@@ -231,32 +225,9 @@ class IsotropicConvNet(IsotropicNet):
         Raises:
             IsoproofError: a missing key or an invalid value (naming it).
         """
-        if not isinstance(config, dict):
-            raise IsoproofError(f"expected a config dict, got {type(config).__name__}")
-        try:
-            dtype = _DTYPES[config["dtype"]]
-            model = cls(
-                config["input_shape"],
-                config["layers"],
-                config["num_classes"],
-                radial=config["radial"],
-                intrinsic_length=config["intrinsic_length"],
-                psi=config["psi"],
-                psi_decay=config["psi_decay"],
-                eps=config["eps"],
-                dtype=dtype,
-                device=device,
-                init=init,
-            )
-            for i in config["diagonal_layers"]:
-                model.set_map(i, model.make_map(i, model.map_shape(i), diagonal=True))
-        except KeyError as e:
-            raise IsoproofError(
-                f"expected key {e} in the model config, got {sorted(config)}"
-            ) from None
-        except (TypeError, IndexError) as e:
-            raise IsoproofError(f"expected a valid model config, got {config!r} ({e})") from None
-        return model
+        return cls.build_from_config(  # type: ignore[no-any-return]
+            config, ("input_shape", "layers", "num_classes"), device=device, init=init
+        )
 
     def make_map(self, i: int, shape: Sequence[int], *, diagonal: bool = False) -> nn.Module:
         """A fresh module for ``maps[i]`` with the operations' ``shape`` (``map_shape``):

@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from .activations import IntrinsicLength, IsotropicActivation
-from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError, WidthError
 from .network import IsotropicNet, count_parameters
 from .psi import PsiMode, PsiVectors
@@ -44,12 +43,6 @@ from .radial import Radial, get_radial
 __all__ = ["INIT_MODES", "IsotropicMLP", "count_parameters", "initialise_linear"]
 
 INIT_MODES: tuple[str, ...] = ("orthogonal", "kaiming")
-_DTYPES = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 Init = Literal["orthogonal", "kaiming"]
 
 
@@ -132,16 +125,7 @@ class IsotropicMLP(IsotropicNet):
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild the architecture (used by :mod:`isoproof.io`)."""
-        return {
-            "widths": self.widths,
-            "radial": self.radial.spec,
-            "intrinsic_length": self.intrinsic_length,
-            "psi": self.psi_mode,
-            "psi_decay": self.psi_decay,
-            "eps": self.eps,
-            "diagonal_layers": self.diagonal_layers,
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
+        return {"widths": self.widths, **self.shared_config()}
 
     @classmethod
     def from_config(
@@ -166,33 +150,7 @@ class IsotropicMLP(IsotropicNet):
             >>> IsotropicMLP.from_config(m.config()).config() == m.config()
             True
         """
-        if not isinstance(config, dict):
-            raise IsoproofError(f"expected a config dict, got {type(config).__name__}")
-        try:
-            dtype = _DTYPES[config["dtype"]]
-            model = cls(
-                config["widths"],
-                radial=config["radial"],
-                intrinsic_length=config["intrinsic_length"],
-                psi=config["psi"],
-                psi_decay=config["psi_decay"],
-                eps=config["eps"],
-                dtype=dtype,
-                device=device,
-                init=init,
-            )
-            for i in config["diagonal_layers"]:
-                lin = model.linears[i]
-                model.linears[i] = DiagonalLinear(
-                    lin.in_features, lin.out_features, dtype=dtype, device=device
-                )
-        except KeyError as e:
-            raise IsoproofError(
-                f"expected key {e} in the model config, got {sorted(config)}"
-            ) from None
-        except (TypeError, IndexError) as e:
-            raise IsoproofError(f"expected a valid model config, got {config!r} ({e})") from None
-        return model
+        return cls.build_from_config(config, ("widths",), device=device, init=init)  # type: ignore[no-any-return]
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     from .activations import IntrinsicLength
     from .psi import PsiMode, PsiVectors
 
-__all__ = ["IsotropicNet", "count_parameters"]
+__all__ = ["DTYPES", "IsotropicNet", "count_parameters"]
+
+#: dtype names in configs -> torch dtypes.
+DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 class IsotropicNet(nn.Module):
@@ -42,6 +50,57 @@ class IsotropicNet(nn.Module):
     def maps(self) -> list[nn.Module]:
         """The affine maps in order (``maps[h]`` produces space ``h``)."""
         raise NotImplementedError
+
+    def shared_config(self) -> dict[str, Any]:
+        """The config entries every isotropic model has (the subclass adds its architecture)."""
+        return {
+            "radial": self.radial.spec,  # type: ignore[attr-defined]
+            "intrinsic_length": self.intrinsic_length,
+            "psi": self.psi_mode,
+            "psi_decay": self.psi_decay,  # type: ignore[attr-defined]
+            "eps": self.eps,
+            "diagonal_layers": self.diagonal_layers,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    @classmethod
+    def build_from_config(
+        cls,
+        config: dict[str, Any],
+        positional: Sequence[str],
+        *,
+        device: torch.device | str | None = None,
+        init: str = "kaiming",
+    ) -> Any:
+        """``cls(*config[positional], **shared entries)`` with the diagonal maps restored.
+
+        Raises:
+            IsoproofError: a missing key or an invalid value (``KeyError``/``TypeError`` are
+                reported as such, naming the key).
+        """
+        if not isinstance(config, dict):
+            raise IsoproofError(f"expected a config dict, got {type(config).__name__}")
+        try:
+            model = cls(
+                *[config[k] for k in positional],
+                radial=config["radial"],
+                intrinsic_length=config["intrinsic_length"],
+                psi=config["psi"],
+                psi_decay=config["psi_decay"],
+                eps=config["eps"],
+                dtype=DTYPES[config["dtype"]],
+                device=device,
+                init=init,
+            )
+            for i in config["diagonal_layers"]:
+                model.set_map(i, model.make_map(i, model.map_shape(i), diagonal=True))
+        except KeyError as e:
+            raise IsoproofError(
+                f"expected key {e} in the model config, got {sorted(config)}"
+            ) from None
+        except (TypeError, IndexError) as e:
+            raise IsoproofError(f"expected a valid model config, got {config!r} ({e})") from None
+        return model
 
     def set_map(self, i: int, module: nn.Module) -> None:
         """Replace ``maps[i]`` (used by the transactional commit of :mod:`isoproof.ops`)."""

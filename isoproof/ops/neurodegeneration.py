@@ -193,8 +193,9 @@ def prune(
     """Remove the ``n`` smallest-sigma neurons of hidden layer ``layer`` after one SVD, in place.
 
     Args:
-        model: an :class:`~isoproof.IsotropicMLP`.
-        layer: hidden layer index in ``[0, L-2]``.
+        model: an :class:`~isoproof.IsotropicMLP` or :class:`~isoproof.IsotropicConvNet`.
+        layer: hidden layer index in ``[0, L-2]`` (a conv layer's channels, for ``layer <
+            model.num_conv``: the psi-kernel update of ``docs/method.md`` §4, convolutions).
         n: how many neurons (at most ``width - 1``).
         optimizer: SGD/Adam/AdamW whose state follows the resize.
         probe: a batch to measure the output change on (``receipt.max_abs_change``).
