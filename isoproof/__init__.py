@@ -29,6 +29,8 @@ from . import testing as testing
 from ._version import __version__ as __version__
 from .activations import IsotropicActivation as IsotropicActivation
 from .activations import export_mode as export_mode
+from .conv import IsotropicConvNet as IsotropicConvNet
+from .diagonal import DiagonalConv as DiagonalConv
 from .diagonal import DiagonalLinear as DiagonalLinear
 from .distributed import check_replicas as check_replicas
 from .distributed import synchronise as synchronise
@@ -38,6 +40,8 @@ from .exceptions import IsoproofError as IsoproofError
 from .exceptions import LayerIndexError as LayerIndexError
 from .exceptions import MissingGainError as MissingGainError
 from .exceptions import NonFiniteError as NonFiniteError
+from .exceptions import NotDiagonalisableError as NotDiagonalisableError
+from .exceptions import NotEquivariantError as NotEquivariantError
 from .exceptions import NotIsotropicError as NotIsotropicError
 from .exceptions import NotOrthogonalError as NotOrthogonalError
 from .exceptions import ReplicaMismatchError as ReplicaMismatchError
@@ -49,6 +53,7 @@ from .io import load as load
 from .io import save as save
 from .mlp import IsotropicMLP as IsotropicMLP
 from .mlp import count_parameters as count_parameters
+from .network import IsotropicNet as IsotropicNet
 from .ngc import NGCLinear as NGCLinear
 from .ngc import ngc_compress as ngc_compress
 from .ops import adapt as adapt
@@ -76,15 +81,20 @@ from .train import fit as fit
 __all__ = [
     "AdaptSchedule",
     "CheckpointError",
+    "DiagonalConv",
     "DiagonalLinear",
     "History",
     "IsoproofError",
     "IsotropicActivation",
+    "IsotropicConvNet",
     "IsotropicMLP",
+    "IsotropicNet",
     "LayerIndexError",
     "MissingGainError",
     "NGCLinear",
     "NonFiniteError",
+    "NotDiagonalisableError",
+    "NotEquivariantError",
     "NotIsotropicError",
     "NotOrthogonalError",
     "Receipt",

@@ -26,7 +26,7 @@ from torch import nn
 
 from .exceptions import WidthError
 
-__all__ = ["DiagonalLinear"]
+__all__ = ["DiagonalConv", "DiagonalLinear"]
 
 
 class DiagonalLinear(nn.Module):
@@ -70,3 +70,80 @@ class DiagonalLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class DiagonalConv(nn.Module):
+    """A 1x1 convolution whose ``[C_out, C_in]`` channel matrix is rectangular-diagonal.
+
+    After full diagonalisation of a 1x1 convolution (``docs/method.md`` §3, convolutions) channel
+    ``i`` of the input feeds only channel ``i`` of the output, with weight ``d_i``::
+
+        y = pad_spatial(pad_channels(x[:, :k] * d, C_out - k))[..., ::stride] + b
+
+    (zero spatial ``padding`` first, then the ``stride``; a 1x1 kernel has no dilation). Shapes:
+    ``x`` ``[B, C_in, *spatial]`` (1-D or 2-D) -> ``y`` ``[B, C_out, *spatial_out]``. ``.weight``
+    is the dense ``[C_out, C_in, 1(, 1)]`` view, so code that reads kernels works unchanged.
+
+    Example::
+
+        >>> conv = DiagonalConv(3, 3, dims=2, padding=1, stride=2)
+        >>> _ = conv.diagonal.data.normal_()
+        >>> x = torch.randn(2, 3, 5, 5)
+        >>> ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)
+        >>> torch.allclose(conv(x), ref)
+        True
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        dims: int,
+        stride: int = 1,
+        padding: int = 0,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, int) or value < 1:
+                raise WidthError(f"expected {name} to be an int >= 1, got {value!r}")
+        if dims not in (1, 2):
+            raise WidthError(f"expected dims in (1, 2), got {dims!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.dims = dims
+        self.stride = int(stride)
+        self.padding = int(padding)
+        k = min(in_channels, out_channels)
+        self.diagonal = nn.Parameter(torch.ones(k, dtype=dtype, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_channels, dtype=dtype, device=device))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense ``[C_out, C_in, 1(, 1)]`` kernel (for reading; not a Parameter)."""
+        w = self.diagonal.new_zeros(self.out_channels, self.in_channels)
+        k = self.diagonal.numel()
+        idx = torch.arange(k, device=w.device)
+        w[idx, idx] = self.diagonal
+        return w.reshape(w.shape + (1,) * self.dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.diagonal.numel()
+        spatial = (1,) * self.dims
+        y = x[:, :k] * self.diagonal.reshape(k, *spatial)
+        pad = [0, 0] * self.dims + [0, self.out_channels - k]
+        if self.padding:
+            pad[: 2 * self.dims] = [self.padding] * (2 * self.dims)
+        if any(pad):
+            y = F.pad(y, pad)
+        if self.stride > 1:
+            y = y[(..., *[slice(None, None, self.stride)] * self.dims)]
+        return y + self.bias.reshape(-1, *spatial)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, dims={self.dims}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )

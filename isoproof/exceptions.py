@@ -14,6 +14,8 @@ __all__ = [
     "MissingExtraError",
     "MissingGainError",
     "NonFiniteError",
+    "NotDiagonalisableError",
+    "NotEquivariantError",
     "NotIsotropicError",
     "NotOrthogonalError",
     "ReplicaMismatchError",
@@ -43,6 +45,15 @@ class NotOrthogonalError(IsoproofError):
 
 class NotIsotropicError(IsoproofError, TypeError):
     """The model is not an :class:`~isoproof.IsotropicMLP` (its symmetries are not known)."""
+
+
+class NotEquivariantError(IsoproofError):
+    """A layer that does not commute with channel rotations (max pooling, grouped convolution)."""
+
+
+class NotDiagonalisableError(IsoproofError):
+    """Full diagonalisation asked of a map that no single input rotation can diagonalise (a
+    convolution with more than one spatial tap)."""
 
 
 class NonFiniteError(IsoproofError):

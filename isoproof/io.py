@@ -31,9 +31,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ._version import __version__
+from .conv import IsotropicConvNet
 from .exceptions import CheckpointError, IsoproofError, NotIsotropicError
 from .files import atomic_path
 from .mlp import IsotropicMLP
+from .network import IsotropicNet
 from .ops._surgery import check_maps
 
 __all__ = ["FORMAT", "FORMATS", "load", "model_digest", "read_metadata", "register_format", "save"]
@@ -89,7 +91,7 @@ def _format_of(model: object) -> str:
 def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` to ``path`` (safetensors with config metadata), atomically."""
     fmt = _format_of(model)
-    if isinstance(model, IsotropicMLP):
+    if isinstance(model, IsotropicNet):
         check_maps(model)
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -155,3 +157,6 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
         )
     model.load_state_dict(tensors, strict=True)
     return model
+
+
+register_format("isoproof.IsotropicConvNet/1", IsotropicConvNet)

@@ -35,24 +35,18 @@ import torch
 from torch import nn
 
 from .activations import IntrinsicLength, IsotropicActivation
-from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError, WidthError
+from .network import IsotropicNet, count_parameters
 from .psi import PsiMode, PsiVectors
 from .radial import Radial, get_radial
 
 __all__ = ["INIT_MODES", "IsotropicMLP", "count_parameters", "initialise_linear"]
 
 INIT_MODES: tuple[str, ...] = ("orthogonal", "kaiming")
-_DTYPES = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 Init = Literal["orthogonal", "kaiming"]
 
 
-class IsotropicMLP(nn.Module):
+class IsotropicMLP(IsotropicNet):
     """Isotropic MLP with intrinsic lengths ``o`` and psi corrections.
 
     Args:
@@ -117,54 +111,21 @@ class IsotropicMLP(nn.Module):
             initialise_linear(lin, init, generator=generator)
 
     @property
-    def intrinsic_length(self) -> IntrinsicLength:
-        if len(self.activations) == 0:
-            return "none"
-        return self.activations[0].intrinsic_length  # type: ignore[no-any-return]
+    def maps(self) -> list[nn.Module]:
+        """The affine maps ``linears[0 .. L-1]`` (see :class:`~isoproof.network.IsotropicNet`)."""
+        return list(self.linears)
 
-    @property
-    def psi_mode(self) -> PsiMode:
-        return self.psi.mode
-
-    @property
-    def eps(self) -> float:
-        return float(self.activations[0].eps) if len(self.activations) else 1e-3
+    def set_map(self, i: int, module: nn.Module) -> None:
+        self.linears[i] = module
 
     @property
     def widths(self) -> list[int]:
         """``[n0, ..., nL]``, always current (derived from the affine maps)."""
         return [self.linears[0].in_features] + [int(lin.out_features) for lin in self.linears]
 
-    @property
-    def num_layers(self) -> int:
-        """``L``: the number of affine maps."""
-        return len(self.linears)
-
-    @property
-    def diagonal_layers(self) -> list[int]:
-        """Indices of the affine maps stored as :class:`DiagonalLinear`."""
-        return [i for i, lin in enumerate(self.linears) if isinstance(lin, DiagonalLinear)]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.linears[0].bias.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.linears[0].bias.device
-
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild the architecture (used by :mod:`isoproof.io`)."""
-        return {
-            "widths": self.widths,
-            "radial": self.radial.spec,
-            "intrinsic_length": self.intrinsic_length,
-            "psi": self.psi_mode,
-            "psi_decay": self.psi_decay,
-            "eps": self.eps,
-            "diagonal_layers": self.diagonal_layers,
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
+        return {"widths": self.widths, **self.shared_config()}
 
     @classmethod
     def from_config(
@@ -189,33 +150,7 @@ class IsotropicMLP(nn.Module):
             >>> IsotropicMLP.from_config(m.config()).config() == m.config()
             True
         """
-        if not isinstance(config, dict):
-            raise IsoproofError(f"expected a config dict, got {type(config).__name__}")
-        try:
-            dtype = _DTYPES[config["dtype"]]
-            model = cls(
-                config["widths"],
-                radial=config["radial"],
-                intrinsic_length=config["intrinsic_length"],
-                psi=config["psi"],
-                psi_decay=config["psi_decay"],
-                eps=config["eps"],
-                dtype=dtype,
-                device=device,
-                init=init,
-            )
-            for i in config["diagonal_layers"]:
-                lin = model.linears[i]
-                model.linears[i] = DiagonalLinear(
-                    lin.in_features, lin.out_features, dtype=dtype, device=device
-                )
-        except KeyError as e:
-            raise IsoproofError(
-                f"expected key {e} in the model config, got {sorted(config)}"
-            ) from None
-        except (TypeError, IndexError) as e:
-            raise IsoproofError(f"expected a valid model config, got {config!r} ({e})") from None
-        return model
+        return cls.build_from_config(config, ("widths",), device=device, init=init)  # type: ignore[no-any-return]
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,17 +205,6 @@ class IsotropicMLP(nn.Module):
             means = torch.stack([g.mean() for g in self.gains(x)])
             self.gain_means.copy_(means.to(self.gain_means))
 
-    def penalty(self) -> torch.Tensor:
-        """``psi_decay * sum_l |psi_l|^2`` in ``"decay"`` mode, else 0 (add it to the loss)."""
-        zero = self.linears[0].bias.new_zeros(())
-        if self.psi_mode != "decay" or len(self.psi) == 0:
-            return zero
-        return self.psi_decay * sum((p * p).sum() for p in self.psi)  # type: ignore[return-value]
-
-    def count_parameters(self, *, hidden_only: bool = False) -> int:
-        """Stored numbers (not non-zeros); see :func:`count_parameters`."""
-        return count_parameters(self, hidden_only=hidden_only)
-
     def extra_repr(self) -> str:
         return (
             f"widths={self.widths}, radial={self.radial.spec!r}, "
@@ -289,10 +213,11 @@ class IsotropicMLP(nn.Module):
 
 
 def initialise_linear(
-    lin: nn.Linear, init: str = "orthogonal", *, generator: torch.Generator | None = None
-) -> nn.Linear:
+    lin: nn.Module, init: str = "orthogonal", *, generator: torch.Generator | None = None
+) -> nn.Module:
     """``"orthogonal"`` (the paper: orthogonal weight, zero bias) or ``"kaiming"`` (PyTorch's
-    ``nn.Linear`` default), in place."""
+    ``nn.Linear``/``nn.ConvNd`` default), in place. A conv kernel ``[C_out, C_in, *k]`` is
+    orthogonal as the matrix ``[C_out, C_in * prod(k)]``."""
     if init not in INIT_MODES:
         raise IsoproofError(f"expected init in {INIT_MODES}, got {init!r}")
     with torch.no_grad():
@@ -301,37 +226,9 @@ def initialise_linear(
             lin.bias.zero_()
         else:
             nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
-            bound = 1 / math.sqrt(lin.in_features)
+            bound = 1 / math.sqrt(lin.weight[0].numel())  # fan-in (dense or conv)
             nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
     return lin
-
-
-def count_parameters(model: nn.Module, *, hidden_only: bool = False) -> int:
-    """Number of stored numbers of ``model``.
-
-    For an :class:`IsotropicMLP`: weights (diagonal layers count their diagonal), biases, psi
-    vectors and intrinsic lengths, whether stored as parameters or buffers; with
-    ``hidden_only=True`` only the weights of the hidden-to-hidden maps ``linears[1:-1]`` (the
-    count of ``docs/method.md`` §3). For any other module: its unique parameters. Either way a
-    Parameter shared by several maps (NGC's input states) counts once.
-    """
-    if not isinstance(model, IsotropicMLP):
-        if hidden_only:
-            raise IsoproofError(
-                f"expected an IsotropicMLP for hidden_only=True, got {type(model).__name__}"
-            )
-        return int(sum(p.numel() for p in model.parameters()))  # parameters() deduplicates
-    maps = list(model.linears)[1:-1] if hidden_only else list(model.linears)
-    # by identity, so a Parameter shared by several maps (NGC's input states) counts once
-    weights = {
-        id(p): p.numel() for lin in maps for name, p in lin.named_parameters() if name != "bias"
-    }
-    if hidden_only:
-        return int(sum(weights.values()))
-    total = sum(weights.values()) + sum(lin.bias.numel() for lin in model.linears)
-    total += sum(p.numel() for p in model.psi) if model.psi_mode != "none" else 0
-    total += len(model.activations) if model.intrinsic_length != "none" else 0
-    return int(total)
 
 
 def _check_widths(widths: Sequence[int]) -> list[int]:

@@ -63,15 +63,20 @@ def apply_linear(
 ) -> torch.Tensor:
     """Return ``rows @ t @ cols^T`` (``rows @ t`` for vectors); squared maps for second moments.
 
-    Shapes: ``t`` is ``[m]`` or ``[m, n]``; ``rows`` is ``[m', m]``; ``cols`` is ``[n', n]``.
+    Shapes: ``t`` is ``[m]``, ``[m, n]`` or ``[m, n, *rest]`` (a conv kernel
+    ``[C_out, C_in, *k]``, a psi kernel ``[C, *k]``): ``rows`` (``[m', m]``) acts on axis 0 and
+    ``cols`` (``[n', n]``) on axis 1, the same at every index of ``rest``.
     """
     if second_moment:
         rows = None if rows is None else rows * rows
         cols = None if cols is None else cols * cols
     if rows is not None:
-        t = rows @ t
+        t = rows @ t if t.dim() <= 2 else torch.tensordot(rows, t, dims=([1], [0]))
     if cols is not None:
-        t = t @ cols.T
+        if t.dim() <= 2:
+            t = t @ cols.T
+        else:
+            t = torch.movedim(torch.tensordot(t, cols, dims=([1], [1])), -1, 1)
     return t
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError
 from .mlp import INIT_MODES, IsotropicMLP, _check_widths, initialise_linear
+from .network import IsotropicNet
 from .ops._surgery import check_model
 
 __all__ = ["ACTIVATIONS", "linear_layers", "paired_standard", "standard_mlp", "widths_of"]
@@ -141,8 +142,8 @@ def _affine_types() -> tuple[type[nn.Module], ...]:
 
 
 def widths_of(model: nn.Module) -> list[int]:
-    """``[n0, ..., nL]`` of an MLP (``model.widths`` for an isotropic one; ``[]`` without maps)."""
-    if isinstance(model, IsotropicMLP):
+    """``[n0, ..., nL]`` of an MLP (``model.widths`` for an isotropic net; ``[]`` without maps)."""
+    if isinstance(model, IsotropicNet):  # an IsotropicConvNet: [C_in, channels..., n_out]
         return model.widths
     lins = linear_layers(model)
     return [int(lins[0].in_features), *(int(lin.out_features) for lin in lins)] if lins else []

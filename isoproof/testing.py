@@ -73,21 +73,28 @@ def assert_equivariant(
     reflections: bool = True,
     atol: float | None = None,
     generator: torch.Generator | None = None,
+    dim: int = -1,
 ) -> float:
     """Assert ``fn(x Q^T) == fn(x) Q^T`` for ``trials`` random ``Q`` (half of them reflections).
 
-    ``x`` is ``[..., n]``; ``fn`` must act on the last axis. Returns the largest error seen.
+    ``x`` is ``[..., n]``; ``fn`` must act on the last axis, or on axis ``dim`` (e.g. ``dim=1``,
+    the channels of ``[B, C, H, W]``: the same ``Q`` then acts at every position). Returns the
+    largest error seen.
     """
-    n = x.shape[-1]
+    n = x.shape[dim]
     with torch.no_grad():
         y = fn(x)
+
+    def rot(t: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return t @ q.T if dim in (-1, t.dim() - 1) else (t.movedim(dim, -1) @ q.T).movedim(-1, dim)
+
     worst = 0.0
     for t in range(trials):
         q = random_orthogonal(
             n, reflection=reflections and t % 2 == 1, dtype=x.dtype, generator=generator
         ).to(x.device)
         with torch.no_grad():
-            lhs, rhs = fn(x @ q.T), y @ q.T
+            lhs, rhs = fn(rot(x, q)), rot(y, q)
         err = float((lhs.double() - rhs.double()).abs().max())
         tol = _tolerance(rhs, atol)
         if not err <= tol:

@@ -58,6 +58,7 @@ from .distributed import (
 )
 from .exceptions import IsoproofError, NonFiniteError, WidthError
 from .mlp import IsotropicMLP, count_parameters
+from .network import IsotropicNet
 from .ops._surgery import check_model
 from .ops.diagonalisation import singular_values
 from .ops.neurodegeneration import prune
@@ -249,7 +250,7 @@ def layer_spectra(model: nn.Module) -> list[torch.Tensor]:
     An :class:`~isoproof.IsotropicMLP` uses :func:`isoproof.singular_values`; other models every
     ``nn.Linear`` in order, padded with zeros the same way (rows beyond the input width).
     """
-    if isinstance(model, IsotropicMLP):
+    if isinstance(model, IsotropicNet):
         return [singular_values(model, i) for i in range(model.num_layers)]
     out = []
     for lin in linear_layers(model):
@@ -260,7 +261,7 @@ def layer_spectra(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _psi_abs_sum(model: nn.Module) -> float:
-    if isinstance(model, IsotropicMLP) and model.psi_mode != "none":
+    if isinstance(model, IsotropicNet) and model.psi_mode != "none":
         return float(sum(float(p.detach().abs().sum()) for p in model.psi))
     return 0.0
 
@@ -585,7 +586,8 @@ def _start(
         model.to(device)
     ref = _param_like(model)
     widths = widths_of(model)
-    if widths and (widths[0] != data.n_features or widths[-1] != data.n_classes):
+    n_in = int(getattr(model, "in_features", widths[0] if widths else 0))  # a conv net: C*H*W
+    if widths and (n_in != data.n_features or widths[-1] != data.n_classes):
         raise WidthError(
             f"expected a model mapping {data.n_features} features to {data.n_classes} classes "
             f"for {data.name}, got widths {widths}"

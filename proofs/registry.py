@@ -26,6 +26,7 @@ from functools import partial
 from typing import Literal
 
 from . import (
+    convolution,
     diagonalisation,
     engine,
     equivariance,
@@ -368,6 +369,42 @@ _CLAIMS: tuple[Claim, ...] = (
         "fixed inputs",
         "proofs._symbolic",
     ),
+    # ------------------------------------------------------------------ convolutions
+    _claim(
+        "convolution.equivariance",
+        "channel-wise f(Qz) = Q f(z) and g unchanged at every position; average pooling commutes "
+        "with Q",
+        S1,
+        convolution.pooled_equivariance,
+        "3 channels, 2 positions",
+        "isoproof.conv.IsotropicConvNet",
+    ),
+    _claim(
+        "convolution.reparameterisation",
+        "1-D conv, padding 1: K_t <- Q^T K_t, b <- Q^T b, psi_t <- Q^T psi_t, V_t <- V_t Q keeps "
+        "every output position",
+        S1,
+        convolution.reparameterisation,
+        "2 channels, 2 taps, 3 positions",
+        _SURGERY,
+    ),
+    _claim(
+        "convolution.removal",
+        "removing a channel with zero taps and own psi kernel, o += b*^2, phi_t += V_t[:, c*] b*, "
+        "is exact at every position, borders included",
+        S4,
+        convolution.removal,
+        "3 channels, 2 taps, 3 positions",
+        _PRUNE,
+    ),
+    _claim(
+        "convolution.growth",
+        "a channel with zero taps, bias and psi entries and any outgoing taps is exact",
+        S5,
+        convolution.growth,
+        "2 channels, 2 taps, 3 positions",
+        _GROW,
+    ),
 )
 
 _CONTROLS: tuple[Claim, ...] = (
@@ -598,6 +635,36 @@ _CONTROLS: tuple[Claim, ...] = (
         "a zero test that always answers zero fails the prover's own checks",
         PROVER,
         broken(engine.soundness, "zero_test"),
+    ),
+    _control(
+        "control.convolution.max_pooling",
+        "max pooling per channel does not commute with channel rotations",
+        S1,
+        broken(convolution.pooled_equivariance, "max_pool"),
+    ),
+    _control(
+        "control.convolution.reparameterisation.psi_not_rotated",
+        "a channel rotation that leaves the psi kernel unrotated is not exact",
+        S1,
+        broken(convolution.reparameterisation, "psi_not_rotated"),
+    ),
+    _control(
+        "control.convolution.removal.no_psi_kernel",
+        "channel removal without the psi-kernel update phi_t += V_t[:, c*] b* is not exact",
+        S4,
+        broken(convolution.removal, "psi"),
+    ),
+    _control(
+        "control.convolution.removal.no_o",
+        "channel removal without o <- o + b*^2 is not exact",
+        S4,
+        broken(convolution.removal, "o"),
+    ),
+    _control(
+        "control.convolution.growth.bias",
+        "a grown channel with a non-zero bias is not exact",
+        S5,
+        broken(convolution.growth, "bias"),
     ),
 )
 

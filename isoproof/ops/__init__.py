@@ -1,5 +1,8 @@
 """Structural operations: every verb that changes a model's basis or size.
 
+Every verb works on :class:`~isoproof.IsotropicMLP` and :class:`~isoproof.IsotropicConvNet`
+alike: the channels of a conv layer are a space like the neurons of a dense layer.
+
 Each verb is a validated entry point that opens one transactional workspace
 (:mod:`isoproof.ops._surgery`, internal), applies changes of basis of one space at a time through
 the single engine ``Surgery.change_basis``, and commits model and optimiser state together,

@@ -8,10 +8,19 @@ optimiser untouched; an error during it is rolled back.
 
 The one primitive that all exact operations are built from is a change of basis of one *space*:
 
-* space ``-1`` is the input, ``0 .. L-2`` the hidden layers (output of ``linears[h]``), ``L-1``
-  the output. A matrix ``A`` of shape ``[n_new, n_old]`` maps the space's coordinates;
-* incoming side (spaces >= 0): ``W_h <- A W_h``, ``b_h <- A b_h``, ``psi[h-1] <- A psi[h-1]``;
-* outgoing side (spaces < L-1): ``W_{h+1} <- W_{h+1} A^T``.
+* space ``-1`` is the input, ``0 .. L-2`` the hidden layers (output of ``maps[h]``), ``L-1``
+  the output. A matrix ``A`` of shape ``[n_new, n_old]`` maps the space's coordinates (features
+  of a dense layer, channels of a convolution);
+* every map is held as a tensor whose axis 0 is its output space and axis 1 its input space:
+  dense ``[out, in]``, conv ``[C_out, C_in, *k]``, the first dense map after a flatten
+  ``[out, C, *spatial]``; its psi term has the map's shape without axis 1 (``[out]``, the psi
+  kernel ``[C_out, *k]``, the psi matrix ``[out, *spatial]``);
+* incoming side (spaces >= 0): ``A`` on axis 0 of ``W_h``, ``b_h`` and ``psi[h-1]``;
+* outgoing side (spaces < L-1): ``A`` on axis 1 of ``W_{h+1}`` (``W_{h+1} A^T`` for a matrix).
+
+A channel rotation acts at every position alike, so on a kernel it is exactly a dense input
+rotation applied at every tap (``docs/method.md`` §1-§3, convolutions). The SVD of a map reads it
+as the matrix ``[out, -1]``.
 
 For orthogonal ``A`` this is the reparameterisation
 ``W2 f(W1 a + b1) = (W2 Q) f(Q^T W1 a + Q^T b1)`` (exact: see ``proofs/reparameterisation.py``);
@@ -25,16 +34,15 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._validate import check_int
-from ..diagonal import DiagonalLinear
+from ..diagonal import DiagonalConv, DiagonalLinear
 from ..exceptions import LayerIndexError, NonFiniteError, NotIsotropicError, UnsynchronisedError
-from ..mlp import IsotropicMLP, count_parameters
+from ..network import IsotropicNet, count_parameters
 from ..optim import (
     FIRST_MOMENTS,
     apply_linear,
@@ -77,22 +85,26 @@ def agreed(compute: Callable[[], Tensors]) -> Tensors:
     return compute() if hook is None else hook(compute)
 
 
-def check_model(model: object) -> IsotropicMLP:
-    """Return ``model`` if it is an :class:`IsotropicMLP`, else raise :class:`NotIsotropicError`."""
-    if not isinstance(model, IsotropicMLP):
+def check_model(model: object) -> IsotropicNet:
+    """Return ``model`` if it is an isotropic network (:class:`IsotropicMLP`,
+    :class:`~isoproof.IsotropicConvNet`), else raise :class:`NotIsotropicError`."""
+    if not isinstance(model, IsotropicNet):
         raise NotIsotropicError(
-            "expected an isoproof.IsotropicMLP (its activations commute with rotations), "
-            f"got {type(model).__name__}"
+            "expected an isoproof.IsotropicMLP or IsotropicConvNet (its activations commute "
+            f"with rotations), got {type(model).__name__}"
         )
     return model
 
 
-def check_maps(model: IsotropicMLP) -> IsotropicMLP:
-    """Raise :class:`NotIsotropicError` unless every affine map is an ``nn.Linear`` or a
-    :class:`DiagonalLinear` (a commit or a checkpoint would silently densify any other map, such
-    as :class:`isoproof.ngc.NGCLinear`; reading ``.weight`` is fine)."""
-    for i, lin in enumerate(model.linears):
-        if not isinstance(lin, nn.Linear | DiagonalLinear):
+_STORED_MAPS = (nn.Linear, DiagonalLinear, nn.Conv1d, nn.Conv2d, DiagonalConv)
+
+
+def check_maps(model: IsotropicNet) -> IsotropicNet:
+    """Raise :class:`NotIsotropicError` unless every affine map is an ``nn.Linear``, a conv or a
+    diagonal map (a commit or a checkpoint would silently densify any other map, such as
+    :class:`isoproof.ngc.NGCLinear`; reading ``.weight`` is fine)."""
+    for i, lin in enumerate(model.maps):
+        if not isinstance(lin, _STORED_MAPS):
             raise NotIsotropicError(
                 f"expected linears[{i}] to be an nn.Linear or DiagonalLinear, got "
                 f"{type(lin).__name__} (structural operations and save would densify it)"
@@ -159,19 +171,29 @@ class Surgery:
         self.widths_before = tuple(self.model.widths)
         self.params_before = count_parameters(self.model)
         m = self.model
+        maps = m.maps
+        shapes = [m.map_shape(i) for i in range(len(maps))]
         with torch.no_grad():
-            self.W = [lin.weight.detach().to(F64).clone() for lin in m.linears]
-            self.b = [lin.bias.detach().to(F64).clone() for lin in m.linears]
-            self.psi = [p.detach().to(F64).clone() for p in m.psi]
+            self.W = [
+                mp.weight.detach().to(F64).clone().reshape(shape)
+                for mp, shape in zip(maps, shapes, strict=True)
+            ]
+            self.b = [mp.bias.detach().to(F64).clone() for mp in maps]
+            self.psi = [
+                p.detach().to(F64).clone().reshape(_psi_shape(shape))
+                for p, shape in zip(m.psi, shapes[1:], strict=True)
+            ]
             self.o = [act.o.detach().to(F64).clone() for act in m.activations]
-        self.diagonal = [isinstance(lin, DiagonalLinear) for lin in m.linears]
+        self.diagonal = [isinstance(mp, DiagonalLinear | DiagonalConv) for mp in maps]
         self._check_finite()
         self._params = self._slot_params()
         moments = read_moments(optimizer, self._params)
         for (kind, i), ms in moments.items():
-            if kind == "W" and self.diagonal[i]:  # the workspace is dense: embed the diagonal
-                for name, v in ms.items():
+            for name, v in ms.items():
+                if kind == "W" and self.diagonal[i]:  # the workspace is dense: embed the diagonal
                     ms[name] = _embed_diagonal(v, self.W[i].shape)
+                elif kind in ("W", "psi"):
+                    ms[name] = v.reshape((self.W if kind == "W" else self.psi)[i].shape)
         self.moments: dict[Hashable, dict[str, torch.Tensor]] = moments
 
     # ----------------------------------------------------------------- reading
@@ -187,11 +209,16 @@ class Surgery:
         """Validate a hidden-layer index in ``[lo, hi]`` (default ``[0, L-2]``)."""
         return check_layer(layer, self.widths, lo=lo, hi=hi)
 
+    def matrix(self, i: int) -> torch.Tensor:
+        """``W_i`` read as the matrix ``[out, -1]`` (a kernel ``[C_out, C_in * prod(k)]``)."""
+        return self.W[i].reshape(self.W[i].shape[0], -1)
+
     def svd(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Full SVD of ``W_i`` in float64: ``W = R diag(S) Vh``, ``S`` padded with zeros to
-        ``out`` entries (structurally zero rows count as neurons with sigma = 0)."""
-        R, S, Vh = agreed(lambda: torch.linalg.svd(self.W[i], full_matrices=True))
-        return R, pad_to_rows(S, self.W[i].shape[0]), Vh
+        """Full SVD of ``W_i`` (as :meth:`matrix`) in float64: ``W = R diag(S) Vh``, ``S`` padded
+        with zeros to ``out`` entries (structurally zero rows count as neurons with sigma = 0)."""
+        W = self.matrix(i)
+        R, S, Vh = agreed(lambda: torch.linalg.svd(W, full_matrices=True))
+        return R, pad_to_rows(S, W.shape[0]), Vh
 
     # ----------------------------------------------------------------- editing
     def change_basis(self, space: int, A: torch.Tensor) -> None:
@@ -216,9 +243,9 @@ class Surgery:
             self.moments[slot][name] = apply_linear(v, rows, cols, second_moment=second)
 
     def set_diagonal(self, i: int) -> None:
-        """Mark ``linears[i]`` to be stored as a :class:`DiagonalLinear` (off-diagonals dropped)."""
-        k = min(self.W[i].shape)
-        d = torch.diagonal(self.W[i])[:k].clone()
+        """Mark ``maps[i]`` to be stored as a :class:`DiagonalLinear` / :class:`DiagonalConv`
+        (off-diagonals dropped; only for a matrix or a 1x1 kernel)."""
+        d = torch.diagonal(self.matrix(i)).clone()
         self.W[i] = _embed_diagonal(d, self.W[i].shape)
         self.diagonal[i] = True
 
@@ -273,30 +300,11 @@ class Surgery:
             return t.to(dtype=dtype, device=device)
 
         with torch.no_grad():
-            for i, lin in enumerate(list(m.linears)):
-                out_f, in_f = self.W[i].shape
-                want = DiagonalLinear if self.diagonal[i] else nn.Linear
-                same = type(lin) is want and tuple(lin.weight.shape) == (out_f, in_f)
-                if same:
-                    w_param = lin.diagonal if self.diagonal[i] else lin.weight
-                    w_new = torch.diagonal(self.W[i]) if self.diagonal[i] else self.W[i]
-                    for p, value in ((w_param, w_new), (lin.bias, self.b[i])):
-                        old = p.detach().clone()
-                        undo.append(lambda p=p, old=old: p.data.copy_(old))
-                        p.copy_(cast(value))
-                    continue
-                new = _make_linear(want, in_f, out_f, dtype, device)
-                if self.diagonal[i]:
-                    new.diagonal.copy_(cast(torch.diagonal(self.W[i])))
-                else:
-                    new.weight.copy_(cast(self.W[i]))
-                new.bias.copy_(cast(self.b[i]))
-                for p_new, p_old in zip(new.parameters(), lin.parameters(), strict=False):
-                    p_new.requires_grad_(p_old.requires_grad)
-                undo.append(lambda i=i, lin=lin: m.linears.__setitem__(i, lin))
-                m.linears[i] = new
+            for i, lin in enumerate(m.maps):
+                self._write_map(i, lin, cast, undo)
             for i, value in enumerate(self.psi):
                 p = m.psi[i]
+                value = value.reshape((value.shape[0], *p.shape[1:]))  # the stored layout
                 if p.shape == value.shape:
                     old = p.detach().clone()
                     undo.append(lambda p=p, old=old: p.data.copy_(old))
@@ -313,12 +321,48 @@ class Surgery:
                     act.set_o(float(value))
         return self._slot_params()
 
+    def _write_map(
+        self,
+        i: int,
+        lin: nn.Module,
+        cast: Callable[[torch.Tensor], torch.Tensor],
+        undo: list[Callable[[], None]],
+    ) -> None:
+        """Write ``W_i``, ``b_i`` into ``maps[i]`` in place, or into a fresh module on resize."""
+        m, W, diag = self.model, self.W[i], self.diagonal[i]
+        want = (DiagonalLinear, DiagonalConv) if diag else (nn.Linear, nn.Conv1d, nn.Conv2d)
+        same = (
+            type(lin) in want
+            and lin.weight.shape[0] == W.shape[0]
+            and lin.weight[0].numel() == W[0].numel()
+        )
+        if same:
+            w_param = lin.diagonal if diag else lin.weight
+            w_new = torch.diagonal(self.matrix(i)) if diag else W.reshape(lin.weight.shape)
+            for p, value in ((w_param, w_new), (lin.bias, self.b[i])):
+                old = p.detach().clone()
+                undo.append(lambda p=p, old=old: p.data.copy_(old))
+                p.copy_(cast(value))
+            return
+        new = m.make_map(i, tuple(W.shape), diagonal=diag)
+        if diag:
+            new.diagonal.copy_(cast(torch.diagonal(self.matrix(i))))
+        else:
+            new.weight.copy_(cast(W.reshape(new.weight.shape)))
+        new.bias.copy_(cast(self.b[i]))
+        for p_new, p_old in zip(new.parameters(), lin.parameters(), strict=False):
+            p_new.requires_grad_(p_old.requires_grad)
+        undo.append(lambda i=i, lin=lin: m.set_map(i, lin))
+        m.set_map(i, new)
+
     def _final_moments(self) -> dict[Hashable, dict[str, torch.Tensor]]:
         out: dict[Hashable, dict[str, torch.Tensor]] = {}
         for slot, ms in self.moments.items():
             kind, i = slot  # type: ignore[misc]
             if kind == "W" and self.diagonal[i]:
-                out[slot] = {n: torch.diagonal(v).clone() for n, v in ms.items()}
+                out[slot] = {
+                    n: torch.diagonal(v.reshape(v.shape[0], -1)).clone() for n, v in ms.items()
+                }
             else:
                 out[slot] = ms
         return out
@@ -326,8 +370,9 @@ class Surgery:
     def _slot_params(self) -> dict[Hashable, nn.Parameter]:
         m = self.model
         params: dict[Hashable, nn.Parameter] = {}
-        for i, lin in enumerate(m.linears):
-            params["W", i] = lin.diagonal if isinstance(lin, DiagonalLinear) else lin.weight
+        for i, lin in enumerate(m.maps):
+            diag = isinstance(lin, DiagonalLinear | DiagonalConv)
+            params["W", i] = lin.diagonal if diag else lin.weight
             params["b", i] = lin.bias
         if m.psi.trainable:
             for i in range(len(m.psi)):
@@ -343,19 +388,17 @@ class Surgery:
 
 
 def _embed_diagonal(d: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    w = d.new_zeros(shape)
+    """The dense map of ``shape`` (``[out, in]`` or a 1x1 kernel) with diagonal ``d``."""
+    w = d.new_zeros(shape[0], shape[1])
     k = d.numel()
     idx = torch.arange(k, device=d.device)
     w[idx, idx] = d
-    return w
+    return w.reshape(shape)
 
 
-def _make_linear(
-    kind: type, in_f: int, out_f: int, dtype: torch.dtype, device: torch.device
-) -> Any:
-    if kind is DiagonalLinear:
-        return DiagonalLinear(in_f, out_f, dtype=dtype, device=device)
-    return nn.Linear(in_f, out_f, dtype=dtype, device=device)
+def _psi_shape(map_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The workspace shape of a map's psi term: the map's shape without its input axis 1."""
+    return (map_shape[0], *map_shape[2:])
 
 
 def _eval(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -27,24 +27,27 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
-from ..exceptions import NonFiniteError
+from ..exceptions import NonFiniteError, NotDiagonalisableError
 from ..receipt import Receipt
 from ._surgery import Surgery, check_layer, check_model, pad_to_rows
 
-__all__ = ["full_diagonalise", "left_diagonalise", "singular_values", "sparsify"]
+__all__ = ["full_diagonalise", "left_diagonalise", "pointwise", "singular_values", "sparsify"]
 
 
 def singular_values(model: object, layer: int) -> torch.Tensor:
-    """Singular values of ``linears[layer].weight`` (float64, descending), one per neuron of the
-    layer: rows beyond the input width count as structural zeros. Reads that map only."""
+    """Singular values of ``maps[layer].weight`` (float64, descending; a kernel read as the
+    matrix ``[C_out, C_in * prod(k)]``), one per neuron or channel of the layer: rows beyond the
+    input width count as structural zeros. Reads that map only."""
     m = check_model(model)
     widths = m.widths
     layer = check_layer(layer, widths, hi=len(widths) - 2)
-    W = m.linears[layer].weight.detach().to(torch.float64)
+    W = m.maps[layer].weight.detach().to(torch.float64)
+    W = W.reshape(W.shape[0], -1)
     if not torch.isfinite(W).all():
         raise NonFiniteError(f"expected finite parameters, got NaN/Inf in layer {layer} weight")
     return pad_to_rows(torch.linalg.svdvals(W), W.shape[0])
@@ -56,7 +59,20 @@ def _left(s: Surgery, layer: int) -> torch.Tensor:
     return S
 
 
+def pointwise(s: Surgery, layer: int) -> bool:
+    """True when ``maps[layer]`` is a matrix on channels: a dense map or a 1x1 convolution (one
+    rotation of the input channels can then diagonalise it)."""
+    return math.prod(s.W[layer].shape[2:]) == 1
+
+
 def _full(s: Surgery, layer: int) -> torch.Tensor:
+    if not pointwise(s, layer):
+        shape = list(s.W[layer].shape)
+        raise NotDiagonalisableError(
+            f"expected a dense map or a 1x1 convolution at maps[{layer}], got shape {shape}: "
+            "a kernel with several spatial taps (or a dense map reading several positions) "
+            "would need one rotation of its input channels to diagonalise every tap at once"
+        )
     R, S, Vh = s.svd(layer)
     s.change_basis(layer - 1, Vh)  # Q^T: rotates the previous hidden layer
     s.change_basis(layer, R.T)  # exact: see proofs/diagonalisation.py (full)
@@ -96,7 +112,12 @@ def full_diagonalise(
     optimizer: torch.optim.Optimizer | None = None,
     probe: torch.Tensor | None = None,
 ) -> Receipt:
-    """Make ``linears[layer]`` (``1 <= layer <= L-2``) diagonal, in place."""
+    """Make ``maps[layer]`` (``1 <= layer <= L-2``) diagonal, in place.
+
+    Raises:
+        NotDiagonalisableError: ``maps[layer]`` is a convolution with more than one tap (only
+            dense maps and 1x1 convolutions are diagonalisable; ``docs/method.md`` §3).
+    """
     return _single("full_diagonalise", _full, model, layer, 1, optimizer, probe)
 
 
@@ -108,11 +129,17 @@ def sparsify(
 ) -> Receipt:
     """Fully diagonalise every other interior map (``1, 3, 5, ...``), in place.
 
-    Layers already diagonal are left as they are. Models with fewer than two hidden layers have
-    no interior map: the receipt then reports no change.
+    Only pointwise maps (dense, or 1x1 convolutions) can be diagonal: the maps chosen are, from
+    the first interior one on, each pointwise map not adjacent to the previous choice (for an
+    MLP: ``1, 3, 5, ...``). Layers already diagonal are left as they are. Models with fewer than
+    two hidden layers have no interior map: the receipt then reports no change.
     """
     s = Surgery(model, optimizer)
-    layers = tuple(range(1, s.num_layers - 1, 2))
+    chosen: list[int] = []
+    for layer in range(1, s.num_layers - 1):
+        if pointwise(s, layer) and (not chosen or chosen[-1] != layer - 1):
+            chosen.append(layer)
+    layers = tuple(chosen)
     values: list[float] = []
     for layer in layers:
         if not s.diagonal[layer]:

@@ -60,30 +60,48 @@ def dead_count(S: torch.Tensor) -> int:
 
 def gather_own_psi(
     s: Surgery, h: int, R: torch.Tensor, S: torch.Tensor
-) -> tuple[torch.Tensor, bool]:
+) -> tuple[torch.Tensor, int]:
     """Rotate the ``sigma = 0`` neurons of layer ``h`` so one of them carries all their psi.
 
     Any rotation inside the ``sigma = 0`` subspace leaves the SVD valid (those rows of
     ``R^T W_h`` are zero), so a Householder reflection maps their own psi entries
     ``p = R_0^T psi_{h-1}`` to ``|p| e_1``: the first ``sigma = 0`` neuron carries it and the
     others have ``sigma = 0`` and ``psi* = 0``, i.e. they are exactly removable
-    (``proofs/neurodegeneration.py``). Returns the new ``R`` and whether a carrier was needed.
+    (``proofs/neurodegeneration.py``). Returns the new ``R`` and the number of carriers (0 or 1;
+    up to ``min(d, taps)`` for a conv layer's psi kernels, see :func:`_gather_rows`).
     """
     dead = dead_count(S)
     if h == 0 or s.model.psi_mode == "none" or dead == 0:
-        return R, False
+        return R, 0
     width = R.shape[1]
     null = R[:, width - dead :]
-    p = null.T @ s.psi[h - 1]
+    psi = s.psi[h - 1]
+    if psi.dim() > 1:  # a psi kernel or matrix: each channel owns a row of taps/positions
+        return _gather_rows(R, null.T @ psi.reshape(psi.shape[0], -1), dead)
+    p = null.T @ psi
     norm = float(p.norm())
     if norm == 0.0:
-        return R, False
+        return R, 0
     if dead > 1:
         v = p.clone()
         v[0] += norm if float(p[0]) >= 0 else -norm  # Householder: p -> -+|p| e_1
         house = torch.eye(dead, dtype=R.dtype, device=R.device) - 2 * torch.outer(v, v) / (v @ v)
         R = torch.cat([R[:, : width - dead], null @ house], dim=1)
-    return R, True
+    return R, 1
+
+
+def _gather_rows(R: torch.Tensor, P: torch.Tensor, dead: int) -> tuple[torch.Tensor, int]:
+    """Conv form of :func:`gather_own_psi`: the dead channels' own psi rows ``P`` (``[d, T]``,
+    one psi kernel or psi-matrix row each) span ``r = rank(P) <= min(d, T)`` directions; rotating
+    the dead subspace by ``U^T`` (``P = U S V^T``) puts them on ``r`` carriers and leaves
+    ``d - r`` channels with ``sigma = 0`` and a zero psi row."""
+    U, S, _ = torch.linalg.svd(P, full_matrices=True)
+    tol = float(S.max()) * max(P.shape) * torch.finfo(P.dtype).eps if S.numel() else 0.0
+    rank = int((tol < S).sum())
+    if rank == 0:
+        return R, 0
+    width = R.shape[1]
+    return torch.cat([R[:, : width - dead], R[:, width - dead :] @ U], dim=1), rank
 
 
 def remove_weakest(
@@ -122,15 +140,19 @@ def remove_weakest(
     own_psi = (
         s.psi[h - 1][keep:].clone() if h >= 1 and model.psi_mode != "none" else b_star.new_zeros(n)
     )
-    # ---- bound: |delta_i| <= sigma_i A + |psi*_i| G, propagated by C_h (see isoproof.ops._bounds)
+    # ---- bound: |delta_i| <= sqrt(T) (sigma_i A + |psi*_i| G), propagated by C_h
+    # (isoproof.ops._bounds; T = taps of maps[h], 1 for a dense map; A, G bound whole fields)
     A = hidden_input_bound(model, h, probe, input_norm)
-    G = model.radial.gain_bound
-    delta = removed * A + own_psi.abs() * G if math.isfinite(A) else None
+    G = model.radial.gain_bound * (math.sqrt(model.positions(h - 1)) if h >= 1 else 1.0)
+    own = own_psi.abs() if own_psi.dim() == 1 else own_psi.flatten(1).norm(dim=1)
+    delta = removed * A + own * G if math.isfinite(A) else None
     if delta is None or not bool(torch.isfinite(delta).all()):
         bound = math.inf
     else:
-        bound = downstream_lipschitz(s, model, h) * float(delta.norm())
-    carried = W_star @ b_star  # what the removed neurons' constant part sends to layer h+1
+        spread = math.sqrt(model.taps(h)) if h < model.num_conv else 1.0
+        bound = downstream_lipschitz(s, model, h) * float(delta.norm()) * spread
+    # what the removed neurons' constant part sends to layer h+1 (for a kernel: per tap)
+    carried = W_star @ b_star if W_star.dim() == 2 else torch.tensordot(W_star, b_star, ([1], [0]))
     # ---- corrections (exact at sigma = 0: see proofs/neurodegeneration.py)
     if model.intrinsic_length != "none" and correct_o:
         s.o[h] = s.o[h] + (b_star * b_star).sum()
@@ -141,6 +163,11 @@ def remove_weakest(
     elif model.psi_mode != "none":
         s.psi[h] = s.psi[h] + carried
     elif bool((carried != 0).any()):
+        if carried.dim() > 1:
+            raise IsoproofError(
+                "expected psi != 'none' to prune a channel of a convolutional net (the "
+                "expectation update is defined for IsotropicMLP only), got psi='none'"
+            )
         gbar = float(model.gain_means[h])
         if math.isnan(gbar):
             raise MissingGainError(
@@ -166,8 +193,9 @@ def prune(
     """Remove the ``n`` smallest-sigma neurons of hidden layer ``layer`` after one SVD, in place.
 
     Args:
-        model: an :class:`~isoproof.IsotropicMLP`.
-        layer: hidden layer index in ``[0, L-2]``.
+        model: an :class:`~isoproof.IsotropicMLP` or :class:`~isoproof.IsotropicConvNet`.
+        layer: hidden layer index in ``[0, L-2]`` (a conv layer's channels, for ``layer <
+            model.num_conv``: the psi-kernel update of ``docs/method.md`` §4, convolutions).
         n: how many neurons (at most ``width - 1``).
         optimizer: SGD/Adam/AdamW whose state follows the resize.
         probe: a batch to measure the output change on (``receipt.max_abs_change``).
@@ -220,8 +248,8 @@ def prune_dead(
     bound = 0.0
     for h in layers:
         R, S, Vh = s.svd(h)
-        R, carrier = gather_own_psi(s, h, R, S)
-        n = min(dead_count(S) - int(carrier), s.widths[h + 1] - 1)
+        R, carriers = gather_own_psi(s, h, R, S)
+        n = min(dead_count(S) - carriers, s.widths[h + 1] - 1)
         if limit is not None:
             n = min(n, limit)
         if n > 0:

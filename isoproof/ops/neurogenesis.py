@@ -39,8 +39,10 @@ def append_neurons(
     """Append ``n`` inactive neurons to hidden layer ``h`` of the workspace ``s``."""
     width = s.widths[h + 1]
     s.change_basis(h, embedding(width, width + n))  # zero rows, biases, psi
-    out = s.W[h + 1].shape[0]
-    (cols,) = agreed(lambda: (torch.randn(out, n, generator=generator, dtype=torch.float64),))
+    out, *taps = s.W[h + 1].shape[:1] + s.W[h + 1].shape[2:]
+    (cols,) = agreed(
+        lambda: (torch.randn(out, n, *taps, generator=generator, dtype=torch.float64),)
+    )
     cols = cols * init_scale
     s.W[h + 1][:, width:] = cols.to(s.W[h + 1].device)  # any column: see proofs/neurogenesis.py
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import check_int
-from ..exceptions import WidthError
+from ..exceptions import NotIsotropicError, WidthError
 from ..receipt import Receipt
 from ._bounds import downstream_lipschitz
 from ._surgery import Surgery, embedding
@@ -37,6 +37,17 @@ __all__ = ["add_inputs", "add_outputs", "remove_inputs", "remove_outputs"]
 def _shrink_check(width: int, n: int, what: str) -> None:
     if n >= width:
         raise WidthError(f"expected to remove at most {width - 1} of the {width} {what}, got n={n}")
+
+
+def _input_surgery(model: object, optimizer: torch.optim.Optimizer | None) -> Surgery:
+    """A workspace for the input-feature operations, which are defined for MLPs only."""
+    s = Surgery(model, optimizer)
+    if s.model.num_conv:
+        raise NotIsotropicError(
+            "expected an IsotropicMLP (input features are the columns of its first dense map), "
+            f"got {type(s.model).__name__} (input channels are not supported)"
+        )
+    return s
 
 
 def _resize_outputs(
@@ -64,7 +75,7 @@ def add_inputs(
     probe: torch.Tensor | None = None,
 ) -> Receipt:
     """Append ``n`` input features (zero columns of ``W_0``); exact. ``probe`` has the old width."""
-    s = Surgery(model, optimizer)
+    s = _input_surgery(model, optimizer)
     n = check_int(n, "n", lo=1, error=WidthError)
     n0 = s.widths[0]
     s.change_basis(-1, embedding(n0, n0 + n))
@@ -86,7 +97,7 @@ def remove_inputs(
 ) -> Receipt:
     """Remove the last ``n`` input features. Bound per ``input_norm`` (the norm of the removed
     features; measured on ``probe`` if given, else 1)."""
-    s = Surgery(model, optimizer)
+    s = _input_surgery(model, optimizer)
     n = check_int(n, "n", lo=1, error=WidthError)
     n0 = s.widths[0]
     _shrink_check(n0, n, "input features")
