@@ -29,6 +29,8 @@ from . import testing as testing
 from ._version import __version__ as __version__
 from .activations import IsotropicActivation as IsotropicActivation
 from .activations import export_mode as export_mode
+from .collapse import CollapsedMLP as CollapsedMLP
+from .collapse import collapse as collapse
 from .diagonal import DiagonalLinear as DiagonalLinear
 from .distributed import check_replicas as check_replicas
 from .distributed import synchronise as synchronise
@@ -38,6 +40,7 @@ from .exceptions import IsoproofError as IsoproofError
 from .exceptions import LayerIndexError as LayerIndexError
 from .exceptions import MissingGainError as MissingGainError
 from .exceptions import NonFiniteError as NonFiniteError
+from .exceptions import NotCollapsibleError as NotCollapsibleError
 from .exceptions import NotIsotropicError as NotIsotropicError
 from .exceptions import NotOrthogonalError as NotOrthogonalError
 from .exceptions import ReplicaMismatchError as ReplicaMismatchError
@@ -76,6 +79,7 @@ from .train import fit as fit
 __all__ = [
     "AdaptSchedule",
     "CheckpointError",
+    "CollapsedMLP",
     "DiagonalLinear",
     "History",
     "IsoproofError",
@@ -85,6 +89,7 @@ __all__ = [
     "MissingGainError",
     "NGCLinear",
     "NonFiniteError",
+    "NotCollapsibleError",
     "NotIsotropicError",
     "NotOrthogonalError",
     "Receipt",
@@ -99,6 +104,7 @@ __all__ = [
     "add_inputs",
     "add_outputs",
     "check_replicas",
+    "collapse",
     "count_parameters",
     "data",
     "distributed",

@@ -14,6 +14,7 @@ __all__ = [
     "MissingExtraError",
     "MissingGainError",
     "NonFiniteError",
+    "NotCollapsibleError",
     "NotIsotropicError",
     "NotOrthogonalError",
     "ReplicaMismatchError",
@@ -76,3 +77,9 @@ class StaleWrapperError(UnsynchronisedError):
 
 class ReplicaMismatchError(IsoproofError):
     """The replicas of a model (parameters or optimiser moments) differ across processes."""
+
+
+class NotCollapsibleError(IsoproofError, TypeError):
+    """The model cannot be collapsed (:func:`isoproof.collapse`): not an :class:`IsotropicMLP`
+    (e.g. a convolutional net, whose spatial mixing of the gains breaks the unrolling), or an
+    affine map that is neither an ``nn.Linear`` nor a :class:`DiagonalLinear` (``NGCLinear``)."""
