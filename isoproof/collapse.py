@@ -222,7 +222,9 @@ def _check_shapes(widths: list[int], ranks: list[int]) -> tuple[list[int], list[
     if len(ranks) != len(bounds) or any(
         not 1 <= r <= b for r, b in zip(ranks, bounds, strict=True)
     ):
-        raise WidthError(f"expected ranks r_l in [1, min(widths[l + 1], n0 + l + 1)] = {bounds}, got {ranks}")
+        raise WidthError(
+            f"expected ranks r_l in [1, min(widths[l + 1], n0 + l + 1)] = {bounds}, got {ranks}"
+        )
     return widths, ranks
 
 
