@@ -216,3 +216,34 @@ def test_cli_collapse_and_info(tmp_path, capsys):
     assert "expected an output path ending in .onnx" in capsys.readouterr().err
     assert main(["collapse", str(tmp_path / "c.st"), "-o", str(out)]) == 2
     assert "expected an IsotropicMLP, got CollapsedMLP" in capsys.readouterr().err
+
+
+def test_bridge_proof_expressions_match_the_torch_code():
+    """The factors and the collapsed output that ``proofs/collapse.py`` proves, lambdified at
+    a torch model's numbers, equal ``isoproof.collapse``'s (float64)."""
+    import sympy as sp
+    from isoproof.proofs import collapse as proof
+    from isoproof.proofs._symbolic import tanh_profile, vector
+
+    from isoproof.collapse import factors as torch_factors
+
+    widths = [2, 3, 3, 2]
+    model = make_model(widths, seed=16)
+    net = proof.network(widths)
+    values = {}
+    for l, lin in enumerate(model.linears):
+        values.update(zip(net.weights[l], lin.weight.detach().reshape(-1).tolist(), strict=True))
+        values.update(zip(net.biases[l], lin.bias.detach().tolist(), strict=True))
+        if l >= 1:
+            values.update(zip(net.psis[l], model.psi[l - 1].detach().tolist(), strict=True))
+    for l, act in enumerate(model.activations):
+        values[net.lengths[l]] = float(act.o.detach())
+    for (m, u), (tm, tu) in zip(proof.factors(net), torch_factors(model), strict=True):
+        got = np.array(m.row_join(u).xreplace(values).evalf(), dtype=float)
+        np.testing.assert_allclose(got, torch.cat([tm, tu], 1).numpy(), rtol=0, atol=1e-12)
+    x = vector("x", 2)
+    trace = proof.collapsed_forward(x, net, [None, None], profile=tanh_profile)
+    fn = sp.lambdify(list(x), list(trace.output.xreplace(values)), modules="numpy")
+    pts = batch(2, 8)
+    expected = np.array([fn(*row) for row in pts.tolist()], dtype=float)
+    np.testing.assert_allclose(ip.collapse(model)[0](pts).numpy(), expected, rtol=0, atol=1e-12)
