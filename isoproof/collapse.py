@@ -28,13 +28,14 @@ applied to ``N`` exactly as in the model) are covered.
 
 Stored numbers: ``sum_{l<L-1} r_l (n0 + l + 1) + nL (n0 + L) + (L - 1)`` (the ``o_l``), against
 ``sum_l n_l n_{l+1} + ...`` for the dense model: a win when the hidden layers are wider than the
-input (``[64, 1024 x 4, 10]``: 3,221,504 -> 18,987), little or none when ``n0`` is comparable to
+input (``[64, 1024 x 4, 10]``: 3,228,696 -> 18,388), little or none when ``n0`` is comparable to
 the hidden widths. The collapsed model is a frozen inference artefact (no training, no resizing).
 
-Precision. The factors are built in float64 (``dtype`` only sets the stored precision). The
-orthonormal form is used rather than the expanded quadratic form ``c0^2 x^T G x + 2 c0 x^T H c +
-c^T E c``, which cancels catastrophically when ``|z_l|`` is small against its terms (measured by
-``benchmarks/bench_collapse.py``; see ``docs/method.md`` §2.1).
+Precision. The factors are built in float64 (``dtype`` only sets the stored precision) and the
+``r_l``-wide recursion after ``P`` runs in float64. The orthonormal form is used rather than the
+expanded quadratic form ``c0^2 x^T G x + 2 c0 x^T H c + c^T E c``, which overflows in float32 on
+large inputs and is exposed to cancellation when ``|z_l|`` is small against its terms (the
+comparison on adversarial inputs: ``benchmarks/bench_collapse.py``, ``docs/method.md`` §2.1).
 
 Example::
 
@@ -234,7 +235,7 @@ def collapsed_parameters(widths: list[int], *, ranks: list[int] | None = None) -
     Example::
 
         >>> collapsed_parameters([64, 1024, 1024, 1024, 1024, 10])
-        18987
+        18388
     """
     n0, depth = widths[0], len(widths) - 1
     if ranks is None:
