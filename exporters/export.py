@@ -19,7 +19,13 @@ isoproof metadata is written to ``metadata_props``, and the model must pass
 Metadata keys (:func:`read_onnx_metadata`): ``isoproof.widths`` (JSON list or ``"n/a"``),
 ``isoproof.version``, ``isoproof.source_sha256`` (:func:`isoproof.io.model_digest` of the model as
 given), ``isoproof.opset``, ``isoproof.batch``, ``isoproof.dtype``, ``isoproof.model_class``,
-``isoproof.parameters``, ``isoproof.config`` (IsotropicMLP only) and ``isoproof.producer``.
+``isoproof.parameters``, ``isoproof.config`` (IsotropicMLP and CollapsedMLP only) and
+``isoproof.producer``.
+
+A :class:`isoproof.CollapsedMLP` (:func:`isoproof.collapse`) exports like any module: one
+``MatMul`` of the input with the stacked factors, ``Slice`` per layer, then elementwise
+``Mul``/``Add`` and each layer's norm (``(y*y) @ 1``, the same plain form as every isotropic
+activation, ``r_l`` wide), all within :data:`~exporters.graph.OP_ALLOWLIST`.
 
 Example (a few seconds: ``torch.export`` traces the model)::
 
@@ -72,6 +78,7 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 _MIN_OPSET = 18  # the dynamo exporter's minimum
 
 Batch = int | Literal["dynamic"]
+_WITH_WIDTHS = (ip.IsotropicMLP, ip.CollapsedMLP)  # models that know their widths and config
 _REGISTRIES: dict[object, object] = {}
 _REGISTRY_LOCK = threading.Lock()
 _REGISTRY_CACHE_SIZE = 2  # opsets kept (an export uses one)
@@ -170,7 +177,7 @@ def read_onnx_metadata(path: str | os.PathLike[str] | onnx.ModelProto) -> dict[s
 def _set_metadata(
     proto: onnx.ModelProto, model: nn.Module, *, opset: int, batch: Batch, dtype: str
 ) -> None:
-    is_iso = isinstance(model, ip.IsotropicMLP)
+    is_iso = isinstance(model, _WITH_WIDTHS)
     props = {
         "isoproof.widths": json.dumps(model.widths) if is_iso else "n/a",
         "isoproof.version": ip.__version__,
@@ -207,12 +214,14 @@ def _check_batch(batch: object) -> Batch:
 def _input_width(model: nn.Module, input_width: int | None) -> int:
     if input_width is not None:
         check_int(input_width, "input_width", lo=1, error=ExportError)
-        if isinstance(model, ip.IsotropicMLP) and input_width != model.widths[0]:
+        if isinstance(model, _WITH_WIDTHS) and input_width != model.widths[0]:
             raise ExportError(
                 f"expected input_width={model.widths[0]} (the model's first width), "
                 f"got {input_width}"
             )
         return input_width
+    if isinstance(model, _WITH_WIDTHS):
+        return model.widths[0]
     maps = linear_layers(model)  # the one definition of a model's affine maps
     if maps:
         return int(maps[0].in_features)

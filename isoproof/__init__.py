@@ -29,6 +29,8 @@ from . import testing as testing
 from ._version import __version__ as __version__
 from .activations import IsotropicActivation as IsotropicActivation
 from .activations import export_mode as export_mode
+from .collapse import CollapsedMLP as CollapsedMLP
+from .collapse import collapse as collapse
 from .conv import IsotropicConvNet as IsotropicConvNet
 from .diagonal import DiagonalConv as DiagonalConv
 from .diagonal import DiagonalLinear as DiagonalLinear
@@ -40,6 +42,7 @@ from .exceptions import IsoproofError as IsoproofError
 from .exceptions import LayerIndexError as LayerIndexError
 from .exceptions import MissingGainError as MissingGainError
 from .exceptions import NonFiniteError as NonFiniteError
+from .exceptions import NotCollapsibleError as NotCollapsibleError
 from .exceptions import NotDiagonalisableError as NotDiagonalisableError
 from .exceptions import NotEquivariantError as NotEquivariantError
 from .exceptions import NotIsotropicError as NotIsotropicError
@@ -81,6 +84,7 @@ from .train import fit as fit
 __all__ = [
     "AdaptSchedule",
     "CheckpointError",
+    "CollapsedMLP",
     "DiagonalConv",
     "DiagonalLinear",
     "History",
@@ -93,6 +97,7 @@ __all__ = [
     "MissingGainError",
     "NGCLinear",
     "NonFiniteError",
+    "NotCollapsibleError",
     "NotDiagonalisableError",
     "NotEquivariantError",
     "NotIsotropicError",
@@ -109,6 +114,7 @@ __all__ = [
     "add_inputs",
     "add_outputs",
     "check_replicas",
+    "collapse",
     "count_parameters",
     "data",
     "distributed",

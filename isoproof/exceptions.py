@@ -14,6 +14,7 @@ __all__ = [
     "MissingExtraError",
     "MissingGainError",
     "NonFiniteError",
+    "NotCollapsibleError",
     "NotDiagonalisableError",
     "NotEquivariantError",
     "NotIsotropicError",
@@ -103,3 +104,9 @@ def one_line(error: BaseException, limit: int | None = None) -> str:
     """
     text = " ".join(str(error).split()) or type(error).__name__
     return text if limit is None or len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+class NotCollapsibleError(IsoproofError, TypeError):
+    """The model cannot be collapsed (:func:`isoproof.collapse`): not an :class:`IsotropicMLP`
+    (e.g. a convolutional net, whose spatial mixing of the gains breaks the unrolling), or an
+    affine map that is neither an ``nn.Linear`` nor a :class:`DiagonalLinear` (``NGCLinear``)."""

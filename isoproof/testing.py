@@ -24,7 +24,13 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["assert_equivariant", "assert_function_preserved", "default_atol", "random_orthogonal"]
+__all__ = [
+    "adversarial_inputs",
+    "assert_equivariant",
+    "assert_function_preserved",
+    "default_atol",
+    "random_orthogonal",
+]
 
 _ATOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 _ACROSS_RUNTIMES = {torch.float64: 1e-10}  # torch vs ONNX Runtime: other kernels, other sums
@@ -126,3 +132,29 @@ def assert_function_preserved(
     if not err <= tol:
         raise AssertionError(f"function changed: max |after - before| = {err:.3g} > {tol:.3g}")
     return err
+
+
+def adversarial_inputs(
+    first: torch.nn.Module, rows: int = 16, *, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """Named float64 input batches ``[rows, n_in]`` that stress a network's numerics.
+
+    ``first`` is the model's first affine map (``y = W x + b``). Sets: ``random`` (N(0, 1)),
+    ``zero``, ``tiny`` (norm 1e-30: every norm sits on the ``eps`` clamp), ``huge`` (norm 1e30:
+    overflow of ``|z|^2`` in float32) and ``cancel`` (``x = -W^+ b + 1e-3 u``: ``W x`` and ``b``
+    cancel, so the first pre-activation is small against its terms, where an expanded quadratic
+    form ``|Wx|^2 + 2 x.W^T b + |b|^2`` loses every digit).
+    """
+    w = first.weight.detach().to(torch.float64)
+    b = first.bias.detach().to(torch.float64)
+    n = w.shape[1]
+    u = torch.randn(rows, n, dtype=torch.float64, generator=generator)
+    direction = u / u.norm(dim=1, keepdim=True)
+    base = -(torch.linalg.pinv(w) @ b)
+    return {
+        "random": u,
+        "zero": torch.zeros(rows, n, dtype=torch.float64),
+        "tiny": 1e-30 * direction,
+        "huge": 1e30 * direction,
+        "cancel": base + 1e-3 * direction,
+    }

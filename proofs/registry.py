@@ -26,6 +26,7 @@ from functools import partial
 from typing import Literal
 
 from . import (
+    collapse,
     convolution,
     diagonalisation,
     engine,
@@ -360,6 +361,16 @@ _CLAIMS: tuple[Claim, ...] = (
         "n = 2..3",
         "isoproof.optim.apply_linear",
     ),
+    # ------------------------------------------------------------------ §2.1 collapse
+    _claim(
+        "collapse.exact",
+        "the collapsed recursion (one stacked product, norms in a rotated basis) reproduces the"
+        " forward, with symbolic W, b, psi, o and any g",
+        S2,
+        collapse.exact,
+        "L = 2, 3 ([2, 3, 2], [2, 3, 3, 2])",
+        "isoproof.collapse.collapse",
+    ),
     # ------------------------------------------------------------------ the prover itself
     _claim(
         "prover.soundness",
@@ -408,6 +419,12 @@ _CLAIMS: tuple[Claim, ...] = (
 )
 
 _CONTROLS: tuple[Claim, ...] = (
+    _control(
+        "control.collapse.exact.psi",
+        "the collapsed recursion without the psi term of U is not exact",
+        S2,
+        broken(collapse.exact, "psi"),
+    ),
     _control(
         "control.equivariance.any_n.no_hypothesis",
         "without Q^T Q = I, f(Pz) = P f(z) is not proved",

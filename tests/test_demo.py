@@ -21,8 +21,10 @@ def test_demo_quick(tmp_path, capsys):
     for path in summary["files"]:
         assert (tmp_path / path.split("/")[-1]).is_file(), path
     assert json.loads((tmp_path / "summary.json").read_text())["reload_identical"] is True
+    assert summary["collapse"]["onnx_ok"] and summary["collapse"]["onnx_max_abs"] <= 1e-5
+    assert summary["collapse"]["max_abs_change"] <= 1e-5  # float32 model
     out = capsys.readouterr().out
-    assert "ONNX parity" in out and "[6/6]" in out
+    assert "ONNX parity" in out and "[6/6]" in out and "collapse: params" in out
 
 
 def test_demo_cli_rejects_bad_epochs(capsys):

@@ -102,6 +102,33 @@ def _exact_surgery() -> list[list[object]]:
     return rows
 
 
+def _collapse_step(
+    model: IsotropicMLP, x: torch.Tensor, onnx_path: Path, out: Path, runs: int
+) -> dict[str, Any]:
+    """Collapse the final model (``ip.collapse``): size, ONNX parity and latency vs its file."""
+    from isoproof.exporters import export_onnx, verify_onnx
+
+    from ..collapse import collapse
+
+    collapsed, receipt = collapse(model, probe=x)
+    path = export_onnx(collapsed, out / "collapsed.onnx")
+    report = verify_onnx(path, collapsed)
+    x1 = x[:1].numpy().astype(np.float32)
+    latency = _latencies_ms({"final": onnx_path, "collapsed": path}, x1, runs)
+    _say(
+        f"collapse: params {receipt.params_before} -> {receipt.params_after}, max change "
+        f"{receipt.max_abs_change:.2g}, ONNX parity {report.max_abs:.2g}, ORT latency (b=1) "
+        f"{latency['collapsed'] * 1e3:.0f} us vs {latency['final'] * 1e3:.0f} us uncollapsed"
+    )
+    return {
+        "params": receipt.params_after,
+        "max_abs_change": receipt.max_abs_change,
+        "onnx_max_abs": report.max_abs,
+        "onnx_ok": report.ok,
+        "latency_ms": latency,
+    }
+
+
 def run_demo(
     out: str | Path = "out/demo",
     *,
@@ -149,6 +176,7 @@ def run_demo(
     )
     nets = {"static": static, "trained": trained, "final": model}
     onnx_path, report, latency = _export(nets, out, x, y, latency_runs)
+    summary["collapse"] = _collapse_step(model, x, onnx_path, out, latency_runs)
     acc = {name: _accuracy(net, x, y) for name, net in nets.items()}
     change = _max_change(model(x), y_trained)
     table = _final_table(nets, acc, latency, change, report.max_abs)

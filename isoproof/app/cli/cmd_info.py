@@ -1,4 +1,8 @@
-"""``isoproof info MODEL``: widths, parameters and per-layer singular values of a checkpoint."""
+"""``isoproof info MODEL``: widths, parameters and per-layer singular values of a checkpoint.
+
+A collapsed checkpoint (:func:`isoproof.collapse`) shows its widths, ranks ``r_l``, the shape of
+its stacked matrix, its stored numbers and the ``o_l`` it keeps.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     meta = read_metadata(args.model)
     cfg = model.config()
     print(f"{args.model}  (isoproof {meta.get('isoproof_version', '?')})")
+    if "ranks" in cfg:  # a CollapsedMLP (isoproof collapse)
+        return _collapsed(model, cfg)
     print(f"widths            {cfg['widths']}")
     print(
         f"radial            {cfg['radial']}   intrinsic length: {cfg['intrinsic_length']}   "
@@ -69,4 +75,18 @@ def run(args: argparse.Namespace) -> int:
             rows,
         )
     )
+    return 0
+
+
+def _collapsed(model, cfg) -> int:
+    o = [round(float(a.o), 6) for a in model.activations]
+    print(
+        f"collapsed         {cfg['widths']} (one MatMul [{model.stacked.shape[0]}, "
+        f"{model.stacked.shape[1]}], then the scalar recursion)"
+    )
+    print(
+        f"ranks             {cfg['ranks']}   radial: {cfg['radial']}   eps: {cfg['eps']:g}   "
+        f"dtype: {cfg['dtype']}"
+    )
+    print(f"stored numbers    {model.count_parameters()}   o per layer: {o}")
     return 0
