@@ -123,7 +123,7 @@ def remove_weakest(
         s.psi[h - 1][keep:].clone() if h >= 1 and model.psi_mode != "none" else b_star.new_zeros(n)
     )
     # ---- bound: |delta_i| <= sigma_i A + |psi*_i| G, propagated by C_h (see isoproof.ops._bounds)
-    A = hidden_input_bound(model, h, probe, input_norm)
+    A = hidden_input_bound(model, h, probe, input_norm, s)
     G = model.radial.gain_bound
     delta = removed * A + own_psi.abs() * G if math.isfinite(A) else None
     if delta is None or not bool(torch.isfinite(delta).all()):
