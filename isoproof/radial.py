@@ -66,6 +66,17 @@ class Radial:
         """``g(r) = s(r) / r`` for ``r > 0`` (callers clamp ``r >= eps``)."""
         return self.profile(r) / r
 
+    def scaled_gain(self, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``m * g(N)`` for ``N = m * t`` without forming ``N`` (which may exceed float64's
+        range), exact to rounding for ``N >= 1e300``: there ``tanh(N) = 1``, ``1/(1+N) = 1/N``
+        and ``log(1+N) = log m + log t``, so ``m g`` is ``1/t``, ``1/t``, ``log N / t`` and
+        ``m - R/t``. Used by :func:`isoproof.activations.overflow_safe_forward`."""
+        if self.name in ("tanh", "softsign"):
+            return 1 / t
+        if self.name == "log1p":
+            return (torch.log(m) + torch.log(t)) / t
+        return torch.clamp_min(m - self.shift / t, 0.0)
+
     @property
     def spec(self) -> str:
         """The string that :func:`get_radial` turns back into this profile."""
