@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 import isoproof as ip
+from isoproof.exceptions import NonFiniteError
 from isoproof.io import model_digest
 
 from .errors import ExportError
@@ -100,9 +101,13 @@ def export_onnx(
 
     Raises:
         ExportError: invalid arguments, a failing trace, or a file that fails the ONNX checker.
+        NonFiniteError: a parameter holds NaN/Inf (nothing is written).
     """
     if not isinstance(model, nn.Module):
         raise ExportError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise NonFiniteError(f"expected finite weights, got NaN/Inf in {name!r} (not exported)")
     opset = _check_opset(opset)
     batch = _check_batch(batch)
     if dtype not in DTYPES:

@@ -172,7 +172,8 @@ def _constants(spec: str) -> tuple[float, float, float, float]:
       ``g + g' |z|^2 / N``, which lies between ``g`` and ``s'(N) = g + g' N`` because
       ``0 <= |z|^2 / N <= N``. Both are in ``[0, 1]``, so ``Lip(f) = 1`` (inside the ``eps``
       ball ``f = g(eps) z``: constant ``g(eps) <= 1``). The scaled norm computes the same ``N``.
-    * ``gain_lipschitz = sup |g'|`` (``|dN/dz| <= 1``): softsign ``g' = -1/(1+r)^2`` (sup 1 at ``r -> 0``);
+    * ``gain_lipschitz = sup |g'|`` (``|dN/dz| <= 1``): softsign ``g' = -1/(1+r)^2`` (sup 1
+      at ``r -> 0``);
       log1p ``(log(1+r) - r/(1+r))/r^2 <= 1/2`` since ``h(r) = r^2/2 - log(1+r) + r/(1+r)``
       has ``h(0) = 0``, ``h' = r - r/(1+r)^2 >= 0``; shifted ReLU ``g' = R/r^2`` on ``r > R``
       (sup ``1/R`` at ``r -> R+``); tanh: for ``r <= 1``, ``(g - s')/r <= (1 - s')/r =

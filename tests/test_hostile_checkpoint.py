@@ -8,7 +8,6 @@ import json
 import struct
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -119,7 +118,7 @@ def test_nonfinite_model_is_not_saved(tmp_path):
     model = make_model([4, 6, 3])
     with torch.no_grad():
         model.linears[1].weight[0, 0] = float("nan")
-    with pytest.raises(ip.NonFiniteError, match="linears.1.weight"):
+    with pytest.raises(ip.NonFiniteError, match=r"linears\.1\.weight"):
         ip.save(model, tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
 

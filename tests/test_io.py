@@ -72,7 +72,7 @@ def test_truncated_file(tmp_path):
     path = _saved(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ip.CheckpointError, match="not a readable safetensors|byte range"):
+    with pytest.raises(ip.CheckpointError, match=r"not a readable safetensors|byte range"):
         ip.load(path)
 
 

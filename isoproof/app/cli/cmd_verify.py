@@ -2,7 +2,8 @@
 
 Runs :func:`exporters.verify_onnx` (onnxruntime CPU and the ONNX reference evaluator vs torch, on
 random, real and adversarial inputs; tolerances follow the file's kind: float32, float16 or int8)
-and prints the report. Exit status 0 if it passes, 1 if not.
+and prints the report. Exit status 0 if it passes, 1 if not, or if the file's recorded source
+checksum differs from MODEL's (unless ``--allow-different-source``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
-from ._common import existing_file, load_model
+from ._common import check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated subset of onnxruntime,reference (default both)",
     )
     p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite a non-JSON file at --json")
+    p.add_argument(
+        "--allow-different-source",
+        action="store_true",
+        help="pass even if the file's recorded source checksum differs from MODEL's",
+    )
     p.set_defaults(run=run)
 
 
@@ -39,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .cmd_export import read_data
 
+    if args.json is not None:
+        check_output(args.json, [args.onnx, args.model, args.data], (".json",), force=args.force)
     model = load_model(args.model)
     x, y = read_data(args.data)
     report = verify_onnx(
@@ -55,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         text = json.dumps(_jsonable(report.to_dict()), indent=2, allow_nan=False)
         atomic_write_text(args.json, text + "\n")
+    if report.source_digest_match is False and not args.allow_different_source:
+        print(
+            "isoproof verify: the ONNX file was exported from a different model (source checksum "
+            "differs); pass --allow-different-source to accept that",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if report.ok else 1
 
 
