@@ -169,14 +169,17 @@ class IsotropicActivation(nn.Module):
         """Return ``(f(z), g)``; ``g`` has the neuron axis kept with size 1."""
         if z.dim() == 0:
             raise IsoproofError("expected a tensor with a neuron axis, got a 0-d tensor")
-        if self.plain:
-            g = self.radial.gain(self.norm(z))
-        else:
-            m, t, largest = self._scaled_norm(z)
-            if largest >= HUGE_NORM:  # N = m * t may exceed float64's range
-                a, g = overflow_safe_forward(self.radial, z, m, t)
-                return a.to(z.dtype), g.to(z.dtype)
-            g = self.radial.gain(m * t)
+        N = self.norm(z)
+        if (
+            not self.plain
+            and N.dtype == torch.float64
+            and N.numel()
+            and float(N.max()) >= HUGE_NORM
+        ):
+            m, t, _ = self._scaled_norm(z)  # N = m * t may exceed float64's range
+            a, g = overflow_safe_forward(self.radial, z, m, t)
+            return a.to(z.dtype), g.to(z.dtype)
+        g = self.radial.gain(N)
         return (g * z.to(g.dtype)).to(z.dtype), g.to(z.dtype)
 
     def gain(self, z: torch.Tensor) -> torch.Tensor:
@@ -194,7 +197,7 @@ class IsotropicActivation(nn.Module):
 
 
 HUGE_NORM = 1e300
-"""From ``max|z| >= HUGE_NORM`` on, :func:`overflow_safe_forward` is used (float64 inputs only)."""
+"""From ``N >= HUGE_NORM`` on, :func:`overflow_safe_forward` is used (float64 norms only)."""
 
 
 def overflow_safe_forward(

@@ -19,7 +19,7 @@ name               ``s(r)``                 notes
 =================  ========  ===========  ================  ==========
 name               ``bound``  ``lipschitz``  ``gain_lipschitz``  ``gain_bound``
 =================  ========  ===========  ================  ==========
-``tanh``           1         1            ``tanh(1)``       1
+``tanh``           1         1            ``2 sqrt(3)/9``   1
 ``softsign``       1         1            1                 1
 ``log1p``          inf       1            1/2               1
 ``shifted_relu``   inf       1            ``1/R``           1
@@ -176,15 +176,14 @@ def _constants(spec: str) -> tuple[float, float, float, float]:
       at ``r -> 0``);
       log1p ``(log(1+r) - r/(1+r))/r^2 <= 1/2`` since ``h(r) = r^2/2 - log(1+r) + r/(1+r)``
       has ``h(0) = 0``, ``h' = r - r/(1+r)^2 >= 0``; shifted ReLU ``g' = R/r^2`` on ``r > R``
-      (sup ``1/R`` at ``r -> R+``); tanh: for ``r <= 1``, ``(g - s')/r <= (1 - s')/r =
-      tanh(r)^2 / r <= tanh(r) <= tanh(1)`` (``tanh r <= r``), for ``r >= 1``,
-      ``(g - s')/r <= g/r <= tanh(r)/r <= tanh(1)``.
+      (sup ``1/R`` at ``r -> R+``); tanh: ``2 sqrt(3)/9`` (an upper bound on the supremum
+      0.3434, proven in ``proofs/profiles.py``).
     * ``bound``: ``sup tanh = sup r/(1+r) = 1``; ``log1p`` and the shifted ReLU are unbounded.
     * ``gain_bound = sup g = 1`` (the limit at ``r -> 0`` or ``r -> inf``, never exceeded).
     """
     radial = get_radial(spec)
     gain_lip = {
-        "tanh": math.tanh(1.0),
+        "tanh": 2 * math.sqrt(3) / 9,
         "softsign": 1.0,
         "log1p": 0.5,
         "shifted_relu": 1.0 / radial.shift if radial.shift > 0 else math.inf,
