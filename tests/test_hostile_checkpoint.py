@@ -152,3 +152,10 @@ def test_peak_memory_of_all_evil_files_is_under_100_mb(tmp_path):
     total, refused, grown_mb = int(out[0]), int(out[1]), float(out[2])
     assert refused == total == 11
     assert grown_mb < 100, grown_mb
+
+
+@pytest.mark.parametrize("name", ["huge_tensor_shape", "offsets_past_end"])
+def test_sizes_are_checked_in_the_header_before_anything_is_read(tmp_path, name):
+    """The header's byte ranges are checked first (not left to the config or safetensors)."""
+    with pytest.raises(ip.CheckpointError, match="byte range"):
+        ip.load(evil_files(tmp_path)[name])
