@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export MPLBACKEND = Agg
 
-.PHONY: all setup web test proofs demo bench lint clean
+.PHONY: all setup web test proofs demo bench mutation lint clean
 
 all: test
 
@@ -43,6 +43,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# single realistic bugs, one at a time, on a copy of the tree (minutes; not part of `make test`)
+mutation: $(STAMP)
+	$(PY) -m benchmarks.mutation
 
 lint: $(STAMP)
 	$(PY) -m ruff check isoproof proofs exporters tests benchmarks

@@ -56,7 +56,7 @@ from torch import nn
 
 import isoproof as ip
 from isoproof._validate import check_int
-from isoproof.exceptions import one_line
+from isoproof.exceptions import NonFiniteError, one_line
 from isoproof.io import model_digest
 from isoproof.standard import linear_layers
 
@@ -111,9 +111,13 @@ def export_onnx(
 
     Raises:
         ExportError: invalid arguments, a failing trace, or a file that fails the ONNX checker.
+        NonFiniteError: a parameter holds NaN/Inf (nothing is written).
     """
     if not isinstance(model, nn.Module):
         raise ExportError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise NonFiniteError(f"expected finite weights, got NaN/Inf in {name!r} (not exported)")
     opset = _check_opset(opset)
     batch = _check_batch(batch)
     if dtype not in DTYPES:

@@ -142,29 +142,45 @@ class IsotropicActivation(nn.Module):
         """``N = sqrt(max(o + |z|^2, eps^2))`` with the reduced axis kept.
 
         Computed after scaling by ``m = max|z|``, in float32 at least and in float64 when ``N``
-        could exceed float32's range, so neither ``|z|^2`` nor ``N`` can overflow; in
+        could exceed float32's range, so ``|z|^2`` cannot overflow (``N`` itself is ``inf`` only
+        when ``|z|`` exceeds float64's range: :meth:`forward_with_gain` never forms it then); in
         :func:`export_mode`, in ``z``'s dtype (plain form).
         """
         if self.plain:
             o = self.o.to(device=z.device, dtype=z.dtype)
             return torch.sqrt(torch.clamp_min(o + _sum_of_squares(z, self.dim), self.eps**2))
-        # m is a constant for autograd: N does not depend on it, so the gradient stays exact.
+        m, t, _ = self._scaled_norm(z)
+        return m * t
+
+    def _scaled_norm(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(m, t, max m)`` with ``N = m * t``, ``m = max(max_i |z_i|, 1)`` (a constant for
+        autograd: ``N`` does not depend on it, so the gradient stays exact)."""
         m = z.detach().abs().amax(dim=self.dim, keepdim=True)
-        acc = _accumulator(z.dtype, float(m.max()) if m.numel() else 0.0)
+        largest = float(m.max()) if m.numel() else 0.0
+        acc = _accumulator(z.dtype, largest)
         zz = z.to(acc)
         o = self.o.to(device=z.device, dtype=acc)
         m = m.to(acc).clamp_min(1.0)
         u = zz / m
         q = (u * u).sum(dim=self.dim, keepdim=True) + o / (m * m)
-        return m * torch.sqrt(torch.clamp_min(q, (self.eps / m) ** 2))
+        return m, torch.sqrt(torch.clamp_min(q, (self.eps / m) ** 2)), largest
 
     def forward_with_gain(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(f(z), g)``; ``g`` has the neuron axis kept with size 1."""
         if z.dim() == 0:
             raise IsoproofError("expected a tensor with a neuron axis, got a 0-d tensor")
         N = self.norm(z)
+        if (
+            not self.plain
+            and N.dtype == torch.float64
+            and N.numel()
+            and float(N.max()) >= HUGE_NORM
+        ):
+            m, t, _ = self._scaled_norm(z)  # N = m * t may exceed float64's range
+            a, g = overflow_safe_forward(self.radial, z, m, t)
+            return a.to(z.dtype), g.to(z.dtype)
         g = self.radial.gain(N)
-        return (g * z.to(N.dtype)).to(z.dtype), g.to(z.dtype)
+        return (g * z.to(g.dtype)).to(z.dtype), g.to(z.dtype)
 
     def gain(self, z: torch.Tensor) -> torch.Tensor:
         """The per-sample gain ``g = s(N)/N`` (reduced axis kept, size 1)."""
@@ -178,6 +194,33 @@ class IsotropicActivation(nn.Module):
             f"radial={self.radial.spec!r}, intrinsic_length={self.intrinsic_length!r}, "
             f"dim={self.dim}, eps={self.eps:g}"
         )
+
+
+HUGE_NORM = 1e300
+"""From ``N >= HUGE_NORM`` on, :func:`overflow_safe_forward` is used (float64 norms only)."""
+
+
+def overflow_safe_forward(
+    radial: Radial, z: torch.Tensor, m: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f(z), g)`` for ``N = m * t`` without forming ``N`` or ``sum(z)`` where
+    ``m >= HUGE_NORM`` (float64 inputs near their largest value).
+
+    There ``f(z) = (m g) (z / m)`` with ``m g`` from
+    :meth:`~isoproof.radial.Radial.scaled_gain` (exact to rounding for ``N >= 1e300``): every
+    factor, and every factor of the gradient, is ``O(1)``. The other rows use the ordinary
+    ``g(N) z``. Each branch is finite where it is not selected, so no NaN reaches the gradient.
+    This is why outputs and gradients stay finite for ``|z|`` up to float64's largest value
+    (they were NaN at ``|z| = 1.7e308 * sqrt(2)``: ``N`` overflowed).
+    """
+    huge = m >= HUGE_NORM
+    one = torch.ones_like(t)
+    g_ord = radial.gain(torch.where(huge, one, m * t))
+    m_huge = torch.where(huge, m, HUGE_NORM * one)
+    mg = radial.scaled_gain(m_huge, t)
+    zz = z.to(t.dtype)
+    a = torch.where(huge, mg * (zz / m_huge), g_ord * torch.where(huge, 0 * zz, zz))
+    return a, torch.where(huge, mg / m_huge, g_ord)
 
 
 def _accumulator(dtype: torch.dtype, largest: float) -> torch.dtype:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,10 +198,18 @@ def load_digits(
 
 def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """``path``, else ``$ISOPROOF_CACHE``, else ``~/.cache/isoproof``."""
-    if path is not None:
-        return Path(path)
     env = os.environ.get("ISOPROOF_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "isoproof"
+    folder = (
+        Path(path)
+        if path is not None
+        else Path(env)
+        if env
+        else Path.home() / ".cache" / "isoproof"
+    )
+    if folder.exists() and not folder.is_dir():
+        source = "cache_dir" if path is not None else "$ISOPROOF_CACHE" if env else "the cache"
+        raise IsoproofError(f"expected {source} to be a folder, got the file {str(folder)!r}")
+    return folder
 
 
 def load_mnist1d(
@@ -239,9 +248,14 @@ def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {k: np.asarray(npz[k]) for k in keys}
-    except (OSError, ValueError, KeyError, EOFError):
+            arrays = {k: np.asarray(npz[k]) for k in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # damaged cache: regenerate
+    for k in keys:  # readable but damaged (truncated or edited arrays): regenerate too
+        a, partner = arrays[k], arrays[k.replace("y", "x")]
+        if a.size == 0 or len(a) != len(partner) or not np.isfinite(a).all():
+            return None
+    return arrays
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -1,7 +1,11 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename.
 
 A crash or an error mid-write never leaves a truncated file under the final name, and an existing
-file is only replaced once the new one is complete.
+file is only replaced once the new one is complete. The temporary name is
+``.<name>.<pid>.isoproof-tmp``: a process killed mid-write (``kill -9``) leaves it behind, and
+the next write of the same path removes every such file whose process is gone. The final file
+gets the mode a plain ``open()`` would give it (``0o666`` minus the umask, or the mode of the
+file it replaces).
 
 Example::
 
@@ -18,7 +22,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "remove_stale_temporaries"]
+
+_SUFFIX = ".isoproof-tmp"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries of earlier writes of ``path`` whose process no longer runs."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*{_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2 : -len(_SUFFIX)]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _final_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @contextmanager
@@ -26,9 +63,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_SUFFIX}")
     try:
         yield tmp
+        os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

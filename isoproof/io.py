@@ -1,11 +1,18 @@
 """Safe save and load of isotropic models (safetensors, never pickle).
 
 A resized model has widths no constructor default knows, so the architecture travels with the
-weights: :func:`save` writes a safetensors file whose metadata holds the config (widths, radial,
-modes, dtype, diagonal layers), the isoproof version and a SHA-256 of the tensor bytes. The file is
-written to a temporary name in the same folder and renamed, so a crash never leaves a half-written
-checkpoint. :func:`load` rebuilds the model and refuses (with :class:`CheckpointError` and the
-reason) anything truncated, corrupted, or inconsistent with its own metadata.
+weights: :func:`save` writes a safetensors file whose metadata holds the format tag, the config
+(widths, radial, modes, dtype, eps, diagonal layers), the isoproof version and a SHA-256 that
+covers the format tag, the config and every tensor (name, dtype, shape, bytes): editing any of
+them is detected. The file is written to a temporary name in the same folder and renamed, so a
+crash never leaves a half-written checkpoint.
+
+:func:`load` treats the file as untrusted. Before anything is allocated from it, it parses the
+safetensors header itself (8-byte length, then JSON, at most :data:`MAX_HEADER_BYTES`), checks
+that every tensor's declared shape, dtype and byte range fit the file, builds the architecture
+described by the config on the ``meta`` device (no memory) and compares its tensor shapes and
+dtypes with the header's. Only then are the tensors read (their total size is bounded by the file
+size) and the digest checked. Any failure is a one-line :class:`CheckpointError`.
 
 Example::
 
@@ -21,32 +28,60 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ._version import __version__
 from .conv import IsotropicConvNet
-from .exceptions import CheckpointError, IsoproofError, NotIsotropicError
+from .exceptions import CheckpointError, IsoproofError, NonFiniteError, NotIsotropicError
 from .files import atomic_path
 from .mlp import IsotropicMLP
 from .network import IsotropicNet
 from .ops._surgery import check_maps
 
-__all__ = ["FORMAT", "FORMATS", "load", "model_digest", "read_metadata", "register_format", "save"]
+__all__ = [
+    "FORMAT",
+    "FORMATS",
+    "MAX_CONFIG_BYTES",
+    "MAX_HEADER_BYTES",
+    "load",
+    "model_digest",
+    "read_metadata",
+    "register_format",
+    "save",
+]
 
 FORMAT = "isoproof.IsotropicMLP/1"
 #: Format tag -> model class; every saveable class is registered here (:func:`register_format`).
 FORMATS: dict[str, type[nn.Module]] = {FORMAT: IsotropicMLP}
+#: Largest safetensors JSON header :func:`load` reads (the header is parsed before anything else).
+MAX_HEADER_BYTES = 16 * 2**20
+#: Largest config (JSON text) :func:`load` builds a model from.
+MAX_CONFIG_BYTES = 8 * 2**10
+
+_ST_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
+def _digest(tensors: dict[str, torch.Tensor], prefix: str = "") -> str:
+    h = hashlib.sha256(prefix.encode())
     for key in sorted(tensors):
         t = tensors[key].detach().contiguous().cpu()
         h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
@@ -54,18 +89,34 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _prefix(fmt: str, config_json: str) -> str:
+    """What the digest covers besides the tensors: every metadata field that changes behaviour."""
+    return f"isoproof-checkpoint/2|{fmt}|{config_json}|"
+
+
 def model_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of a module's state (names, dtypes, shapes and bytes): the "source checksum"."""
-    return _digest({k: v for k, v in model.state_dict().items()})
+    """SHA-256 of a module's format tag, config and state (the "source checksum").
+
+    For a saveable class (:data:`FORMATS`) the digest covers the format tag and the config as
+    well as every tensor's name, dtype, shape and bytes; for any other module, the tensors only.
+    It is the digest :func:`save` stores.
+    """
+    tensors = dict(model.state_dict().items())
+    try:
+        fmt = _format_of(model)
+    except NotIsotropicError:
+        return _digest(tensors)
+    return _digest(tensors, _prefix(fmt, json.dumps(model.config())))  # type: ignore[operator]
 
 
 def register_format(name: str, cls: type[nn.Module]) -> None:
     """Make ``cls`` saveable under the format tag ``name`` (e.g. ``"isoproof.IsotropicMLP/1"``).
 
     ``cls`` must provide ``config() -> dict`` (JSON-serialisable) and
-    ``from_config(config, device=...)``, which builds the architecture; :func:`load` then fills it
-    from the file. A new model class (a convolutional net, a collapsed MLP) registers itself here
-    instead of adding its own save/load.
+    ``from_config(config, device=...)``, which builds the architecture (it must work on
+    ``device="meta"``: :func:`load` builds there first to check the file's tensors against it);
+    :func:`load` then fills it from the file. A new model class (a convolutional net, a collapsed
+    MLP) registers itself here instead of adding its own save/load.
 
     Raises:
         IsoproofError: the tag is already used by another class, or ``cls`` lacks the methods.
@@ -89,17 +140,27 @@ def _format_of(model: object) -> str:
 
 
 def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` to ``path`` (safetensors with config metadata), atomically."""
+    """Write ``model`` to ``path`` (safetensors with config metadata), atomically.
+
+    Raises:
+        NotIsotropicError: the class is not registered (:func:`register_format`).
+        NonFiniteError: a parameter or buffer holds NaN/Inf (nothing is written).
+    """
     fmt = _format_of(model)
     if isinstance(model, IsotropicNet):
         check_maps(model)
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for key, t in tensors.items():
+        # gain_means is NaN by design until gains are recorded
+        if t.is_floating_point() and key != "gain_means" and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"expected finite weights, got NaN/Inf in {key!r} (not saved)")
+    config_json = json.dumps(model.config())  # type: ignore[operator]
     metadata = {
         "format": fmt,
-        "config": json.dumps(model.config()),  # type: ignore[operator]
+        "config": config_json,
         "isoproof_version": __version__,
-        "sha256": _digest(tensors),
+        "sha256": _digest(tensors, _prefix(fmt, config_json)),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -107,54 +168,127 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint's metadata with ``config`` parsed (raises :class:`CheckpointError`)."""
-    return _read(Path(path), tensors=False)[0]
+    """The checkpoint's metadata with ``config`` parsed (raises :class:`CheckpointError`).
+
+    Reads the header only (never the tensors).
+    """
+    path = Path(path)
+    meta = _read_header(path)[0]
+    meta["config"] = json.loads(meta["config"])
+    return meta
 
 
-def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _fail(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path}: {why}")
+
+
+def _read_header(
+    path: Path,
+) -> tuple[dict[str, str], dict[str, tuple[torch.dtype, tuple[int, ...]]]]:
+    """Parse and check the safetensors header; returns ``(metadata, {name: (dtype, shape)})``."""
     if not path.is_file():
-        raise CheckpointError(f"expected a checkpoint file at {path}, got no such file")
+        what = "a directory" if path.is_dir() else "no such file"
+        raise CheckpointError(f"expected a checkpoint file at {path}, got {what}")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            data = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
-    except Exception as e:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") not in FORMATS:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 0 < n <= min(MAX_HEADER_BYTES, size - 8):
+                raise _fail(path, f"not a readable safetensors file (header length {n})")
+            raw = f.read(n)
+    except PermissionError:
         raise CheckpointError(
-            f"{path}: expected a format in {sorted(FORMATS)}, got {meta.get('format')!r}"
+            f"expected a readable checkpoint at {path}, got permission denied"
+        ) from None
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _fail(path, "not a readable safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise _fail(path, "not a readable safetensors file (header is not a JSON object)")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _fail(path, "expected string metadata in the header")
+    specs = {k: _tensor_spec(path, k, v, size - 8 - n) for k, v in header.items()}
+    if meta.get("format") not in FORMATS:
+        raise _fail(path, f"expected a format in {sorted(FORMATS)}, got {meta.get('format')!r}")
+    config = meta.get("config")
+    if not isinstance(config, str) or len(config) > MAX_CONFIG_BYTES:
+        got = "none" if config is None else f"{len(config)} characters"
+        raise _fail(
+            path, f"expected a JSON 'config' of at most {MAX_CONFIG_BYTES} bytes, got {got}"
         )
     try:
-        meta["config"] = json.loads(meta["config"])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: expected a JSON 'config' in the metadata ({e})") from None
-    return meta, data
+        json.loads(config)
+    except json.JSONDecodeError as e:
+        raise _fail(path, f"expected a JSON 'config' in the metadata ({e})") from None
+    return meta, specs
+
+
+def _tensor_spec(
+    path: Path, name: str, entry: object, data_size: int
+) -> tuple[torch.dtype, tuple[int, ...]]:
+    """Check one header entry: known dtype, non-negative shape, byte range = shape * itemsize."""
+    try:
+        dtype = _ST_DTYPES[entry["dtype"]]  # type: ignore[index]
+        shape = tuple(entry["shape"])  # type: ignore[index]
+        start, end = entry["data_offsets"]  # type: ignore[index]
+        ok = all(type(d) is int and d >= 0 for d in (*shape, start, end))
+    except (KeyError, TypeError, ValueError):
+        raise _fail(path, f"malformed header entry for tensor {name!r}") from None
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype, device="meta").element_size()
+    if not ok or end - start != nbytes or end > data_size:
+        raise _fail(
+            path,
+            f"tensor {name!r}: declared shape {list(shape)} ({nbytes} bytes) does not match its "
+            f"byte range {start}..{end} in a data section of {data_size} bytes",
+        )
+    return dtype, shape
 
 
 def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> nn.Module:
     """Rebuild the model saved at ``path`` (identical outputs); never unpickles.
 
-    The class is the one registered for the file's format tag (:func:`register_format`).
+    The class is the one registered for the file's format tag (:func:`register_format`). The
+    file is checked (header, shapes, byte sizes, digest) before any tensor is allocated from it
+    (see the module docstring).
+
+    Raises:
+        CheckpointError: the file is missing, not a safetensors file, inconsistent with its own
+            config, or does not match its SHA-256 (one line naming the reason).
+        IsoproofError: ``device="meta"`` (a model without weights; build the architecture with
+            ``from_config(read_metadata(path)["config"], device="meta")`` instead).
     """
     path = Path(path)
-    meta, tensors = _read(path, tensors=True)
-    cfg = meta["config"]
-    if meta.get("sha256") != _digest(tensors):
-        raise CheckpointError(f"{path}: tensor data does not match its SHA-256 (corrupted file)")
-    try:
-        model = FORMATS[meta["format"]].from_config(cfg, device=device)  # type: ignore[attr-defined]
-    except IsoproofError as e:
-        raise CheckpointError(f"{path}: invalid config {cfg!r} ({e})") from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-        raise CheckpointError(
-            f"{path}: tensors do not match the config (missing {missing}, unexpected {extra}, "
-            f"wrong shape {wrong})"
+    if device is not None and torch.device(device).type == "meta":
+        raise IsoproofError(
+            "expected a device that holds data, got 'meta' (for the architecture alone use "
+            "from_config(read_metadata(path)['config'], device='meta'))"
         )
+    meta, specs = _read_header(path)
+    cfg = json.loads(meta["config"])
+    try:
+        model = FORMATS[meta["format"]].from_config(cfg, device="meta")  # type: ignore[attr-defined]
+    except IsoproofError as e:
+        raise _fail(path, f"invalid config ({e})") from None
+    expected = {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
+    if expected != specs:
+        missing = sorted(set(expected) - set(specs))
+        extra = sorted(set(specs) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(specs) if expected[k] != specs[k])
+        raise _fail(
+            path,
+            f"tensors do not match the config (missing {missing}, unexpected {extra}, "
+            f"wrong shape or dtype {wrong})",
+        )
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise _fail(path, f"not a readable safetensors file ({e})") from None
+    if meta.get("sha256") != _digest(tensors, _prefix(meta["format"], meta["config"])):
+        raise _fail(path, "config or tensor data does not match its SHA-256 (corrupted or edited)")
+    model = model.to_empty(device=device or "cpu")
     model.load_state_dict(tensors, strict=True)
     return model
 

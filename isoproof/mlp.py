@@ -217,12 +217,20 @@ def initialise_linear(
 ) -> nn.Module:
     """``"orthogonal"`` (the paper: orthogonal weight, zero bias) or ``"kaiming"`` (PyTorch's
     ``nn.Linear``/``nn.ConvNd`` default), in place. A conv kernel ``[C_out, C_in, *k]`` is
-    orthogonal as the matrix ``[C_out, C_in * prod(k)]``."""
+    orthogonal as the matrix ``[C_out, C_in * prod(k)]``.
+
+    The orthogonal factor is computed in float32 (float64 for float64 weights) and then cast, so
+    float16/bfloat16 layers work (their QR is not implemented on CPU)."""
     if init not in INIT_MODES:
         raise IsoproofError(f"expected init in {INIT_MODES}, got {init!r}")
     with torch.no_grad():
         if init == "orthogonal":
-            nn.init.orthogonal_(lin.weight, generator=generator)
+            w = lin.weight
+            if w.dtype in (torch.float16, torch.bfloat16):
+                w = torch.empty(w.shape, dtype=torch.float32, device=w.device)
+            nn.init.orthogonal_(w, generator=generator)
+            if w is not lin.weight:
+                lin.weight.copy_(w)
             lin.bias.zero_()
         else:
             nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)

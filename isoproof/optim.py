@@ -31,7 +31,7 @@ from collections.abc import Hashable, Mapping
 import torch
 from torch import nn
 
-from .exceptions import UnsupportedOptimizerError
+from .exceptions import NonFiniteError, UnsupportedOptimizerError
 
 __all__ = [
     "FIRST_MOMENTS",
@@ -95,10 +95,23 @@ def check_optimizer(optimizer: object) -> None:
 def read_moments(
     optimizer: torch.optim.Optimizer | None, params: Mapping[Hashable, nn.Parameter]
 ) -> dict[Hashable, Moments]:
-    """Float64 copies of the moment tensors of each parameter in ``params`` (keyed like it)."""
+    """Float64 copies of the moment tensors of each parameter in ``params`` (keyed like it).
+
+    Raises:
+        UnsupportedOptimizerError: the optimizer holds none of ``params`` (built for another
+            model: its state would silently stop following this one).
+        NonFiniteError: a moment holds NaN/Inf (a change of basis would spread it to every
+            entry of the mixed rows, e.g. one NaN to 16 entries after ``sparsify``).
+    """
     out: dict[Hashable, Moments] = {}
     if optimizer is None:
         return out
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if params and not any(id(p) in held for p in params.values()):
+        raise UnsupportedOptimizerError(
+            "expected an optimizer over this model's parameters, got one holding none of them "
+            "(built for another model?)"
+        )
     for key, p in params.items():
         state = optimizer.state.get(p)
         if not state:
@@ -108,6 +121,9 @@ def read_moments(
             for name, v in state.items()
             if name in FIRST_MOMENTS + SECOND_MOMENTS and isinstance(v, torch.Tensor)
         }
+        for name, v in moments.items():
+            if not bool(torch.isfinite(v).all()):
+                raise NonFiniteError(f"expected finite optimizer moments, got NaN/Inf in {name!r}")
         if moments:
             out[key] = moments
     return out

@@ -13,10 +13,21 @@ name               ``s(r)``                 notes
 ``shifted_relu``   ``max(r - R, 0)``        ``R`` = ``shift`` (default 1.0)
 =================  =======================  ======================================
 
-``Radial`` also carries global constants used by the receipts' error bounds: ``bound`` (sup of
-``|s|``), ``lipschitz`` (Lipschitz constant of ``f`` itself, ``sup max(|g|, |s'|)``) and
-``gain_lipschitz`` (``sup |g'(N)|``) and ``gain_bound`` (``sup g`` for ``N >= eps``). They are
-computed once on a dense log-spaced grid with a 1% safety margin.
+``Radial`` also carries the global constants used by the receipts' error bounds, in closed form
+(derivations in :func:`_constants`; ``tests/test_bounds.py`` checks each against a dense grid):
+
+=================  ========  ===========  ================  ==========
+name               ``bound``  ``lipschitz``  ``gain_lipschitz``  ``gain_bound``
+=================  ========  ===========  ================  ==========
+``tanh``           1         1            ``2 sqrt(3)/9``   1
+``softsign``       1         1            1                 1
+``log1p``          inf       1            1/2               1
+``shifted_relu``   inf       1            ``1/R``           1
+=================  ========  ===========  ================  ==========
+
+``bound`` is ``sup |s|``, ``lipschitz`` the Lipschitz constant of ``f(z) = g(N) z`` (any ``o >= 0``,
+any ``eps``), ``gain_lipschitz`` ``sup |g'(N)|`` and ``gain_bound`` ``sup g``. They are exact
+suprema except ``tanh``'s ``gain_lipschitz`` (a proven upper bound; the grid's sup is 0.34).
 
 Example::
 
@@ -54,6 +65,17 @@ class Radial:
     def gain(self, r: torch.Tensor) -> torch.Tensor:
         """``g(r) = s(r) / r`` for ``r > 0`` (callers clamp ``r >= eps``)."""
         return self.profile(r) / r
+
+    def scaled_gain(self, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``m * g(N)`` for ``N = m * t`` without forming ``N`` (which may exceed float64's
+        range), exact to rounding for ``N >= 1e300``: there ``tanh(N) = 1``, ``1/(1+N) = 1/N``
+        and ``log(1+N) = log m + log t``, so ``m g`` is ``1/t``, ``1/t``, ``log N / t`` and
+        ``m - R/t``. Used by :func:`isoproof.activations.overflow_safe_forward`."""
+        if self.name in ("tanh", "softsign"):
+            return 1 / t
+        if self.name == "log1p":
+            return (torch.log(m) + torch.log(t)) / t
+        return torch.clamp_min(m - self.shift / t, 0.0)
 
     @property
     def spec(self) -> str:
@@ -140,16 +162,31 @@ def get_radial(spec: str | Radial, *, shift: float | None = None) -> Radial:
 
 @cache
 def _constants(spec: str) -> tuple[float, float, float, float]:
-    """(bound, lipschitz, gain_lipschitz, gain_bound) measured on a grid, with 1% margin."""
+    """(bound, lipschitz, gain_lipschitz, gain_bound), in closed form.
+
+    For ``r > 0`` every shipped ``s`` has ``s(0) = 0``, ``0 <= s' <= 1`` and ``0 <= g <= 1``
+    (``g = s(r)/r``); ``g' = (s' - g)/r``.
+
+    * ``lipschitz``: the Jacobian of ``f(z) = g(N) z`` (``N = sqrt(o + |z|^2)``) is
+      ``g I + (g'/N) z z^T``; its eigenvalues are ``g`` (across ``z``) and
+      ``g + g' |z|^2 / N``, which lies between ``g`` and ``s'(N) = g + g' N`` because
+      ``0 <= |z|^2 / N <= N``. Both are in ``[0, 1]``, so ``Lip(f) = 1`` (inside the ``eps``
+      ball ``f = g(eps) z``: constant ``g(eps) <= 1``). The scaled norm computes the same ``N``.
+    * ``gain_lipschitz = sup |g'|`` (``|dN/dz| <= 1``): softsign ``g' = -1/(1+r)^2`` (sup 1
+      at ``r -> 0``);
+      log1p ``(log(1+r) - r/(1+r))/r^2 <= 1/2`` since ``h(r) = r^2/2 - log(1+r) + r/(1+r)``
+      has ``h(0) = 0``, ``h' = r - r/(1+r)^2 >= 0``; shifted ReLU ``g' = R/r^2`` on ``r > R``
+      (sup ``1/R`` at ``r -> R+``); tanh: ``2 sqrt(3)/9`` (an upper bound on the supremum
+      0.3434, proven in ``proofs/profiles.py``).
+    * ``bound``: ``sup tanh = sup r/(1+r) = 1``; ``log1p`` and the shifted ReLU are unbounded.
+    * ``gain_bound = sup g = 1`` (the limit at ``r -> 0`` or ``r -> inf``, never exceeded).
+    """
     radial = get_radial(spec)
-    with torch.enable_grad():
-        r = torch.logspace(-3, 4, 200_001, dtype=torch.float64).requires_grad_(True)
-        s = radial(r)
-        g = s / r
-        ds, dg = (torch.autograd.grad(t.sum(), r, retain_graph=True)[0] for t in (s, g))
-    s, ds, g, dg = s.detach(), ds.detach(), g.detach(), dg.detach()
-    unbounded = radial.name in ("log1p", "shifted_relu")
-    bound = math.inf if unbounded else float(s.abs().max())
-    lip = float(torch.maximum(g.abs(), ds.abs()).max())
-    margin = 1.01
-    return bound * margin, lip * margin, float(dg.abs().max()) * margin, float(g.max()) * margin
+    gain_lip = {
+        "tanh": 2 * math.sqrt(3) / 9,
+        "softsign": 1.0,
+        "log1p": 0.5,
+        "shifted_relu": 1.0 / radial.shift if radial.shift > 0 else math.inf,
+    }[radial.name]
+    bound = 1.0 if radial.name in ("tanh", "softsign") else math.inf
+    return bound, 1.0, gain_lip, 1.0

@@ -240,3 +240,30 @@ def test_dataset_validates_shapes():
         Dataset("bad", x, y, torch.zeros(2, 5), y[:2], torch.zeros(3), torch.ones(3))
     d = Dataset("ok", x, y, x[:2], y[:2], torch.zeros(3), torch.ones(3))
     assert d.subset(2, 1).x_train.shape == (2, 3) and len(d.subset(2, 1)) == 2
+
+
+def test_a_corrupted_cache_is_regenerated(tmp_path):
+    """Issue 16, item 11: flipped bytes (zip CRC error) or edited arrays are regenerated."""
+    from isoproof.data import load_mnist1d
+
+    first = load_mnist1d(num_samples=200, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("mnist1d-*.npz")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    again = load_mnist1d(num_samples=200, cache_dir=tmp_path)
+    assert torch.equal(again.x_train, first.x_train)
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    with open(path, "wb") as f:  # readable, inconsistent
+        np.savez(f, **(arrays | {"y": arrays["y"][:3]}))
+    assert torch.equal(load_mnist1d(num_samples=200, cache_dir=tmp_path).y_train, first.y_train)
+
+
+def test_cache_pointing_at_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    from isoproof.data import load_mnist1d
+
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("ISOPROOF_CACHE", str(tmp_path / "f"))
+    with pytest.raises(IsoproofError, match=r"ISOPROOF_CACHE to be a folder"):
+        load_mnist1d(num_samples=200)

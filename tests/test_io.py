@@ -72,7 +72,7 @@ def test_truncated_file(tmp_path):
     path = _saved(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ip.CheckpointError, match="not a readable safetensors"):
+    with pytest.raises(ip.CheckpointError, match=r"not a readable safetensors|byte range"):
         ip.load(path)
 
 
@@ -93,7 +93,7 @@ def test_metadata_mismatching_the_tensors(tmp_path):
 
     meta = {"format": FORMAT, "config": json.dumps(cfg), "sha256": _digest(tensors)}
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
-    with pytest.raises(ip.CheckpointError, match="wrong shape"):
+    with pytest.raises(ip.CheckpointError, match="wrong shape or dtype"):
         ip.load(tmp_path / "bad.safetensors")
     save_file(tensors, str(tmp_path / "foreign.safetensors"), metadata={"format": "other"})
     with pytest.raises(ip.CheckpointError, match="expected a format in"):

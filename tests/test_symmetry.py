@@ -186,9 +186,15 @@ def test_non_orthogonal_and_misshaped_q():
     _expect_untouched(
         model, lambda: ip.rotate(model, 0, [[1.0]]), ip.NotOrthogonalError, "torch.Tensor"
     )
-    # float32 Q within float32 tolerance is accepted
-    accepted = ip.rotate(model, 0, random_orthogonal(5, dtype=torch.float32), probe=batch(4))
-    assert accepted.op == "rotate" and accepted.max_abs_change < 1e-5
+    # a float32 Q on a float64 model would move the output by ~1e-7 under a receipt claiming
+    # bound 0 (issue 16, item 6): refused; on a float32 model it is within tolerance
+    q32 = random_orthogonal(5, dtype=torch.float32)
+    _expect_untouched(
+        model, lambda: ip.rotate(model, 0, q32), ip.NotOrthogonalError, "float64 model"
+    )
+    model32 = make_model([4, 5, 5, 2], dtype=torch.float32)
+    accepted = ip.rotate(model32, 0, q32, probe=batch(4, dtype=torch.float32))
+    assert accepted.op == "rotate" and accepted.bound == 0.0 and accepted.max_abs_change < 1e-5
 
 
 def test_non_finite_weights_and_non_isotropic_models():

@@ -25,6 +25,14 @@ smaller is used::
 The bound is global (valid for every input with the stated input norm), not a local estimate;
 ``tests/test_conv.py`` checks it against a brute-force worst case (power iteration on the
 convolution's adjoint).
+
+What the bound assumes: the input ``x`` has ``|x| <= A_0`` (a field's Frobenius norm per sample),
+where ``A_0`` is ``input_norm`` if given, else the largest sample norm of ``probe``, else 1 (the
+bound is then per unit input norm). Within that ball it holds for every input (it is not an
+estimate on the probe): the input of a deeper layer is bounded by ``sup |s|`` per position for
+bounded profiles and, for unbounded ones in an MLP, by propagating ``A_0`` forward
+(:func:`hidden_input_bound`; a convolutional net with an unbounded profile gets ``inf``).
+``tests/test_bounds.py`` checks it against a brute-force worst case on small nets.
 """
 
 from __future__ import annotations
@@ -33,14 +41,16 @@ import math
 
 import torch
 
+from .._validate import check_float
+from ..exceptions import IsoproofError
 from ..network import IsotropicNet
-from ._surgery import Surgery
+from ._surgery import Surgery, check_probe
 
 __all__ = [
     "downstream_lipschitz",
     "hidden_input_bound",
+    "input_norm_bound",
     "operator_norm",
-    "probe_activation_norms",
 ]
 
 
@@ -77,33 +87,66 @@ def downstream_lipschitz(s: Surgery, model: IsotropicNet, h: int) -> float:
     return c
 
 
-def probe_activation_norms(model: IsotropicNet, x: torch.Tensor) -> list[float]:
-    """``[max|x|, max|a_0|, ..., max|a_{L-2}|]`` over the samples of ``x`` (``a_l = g_l z_l``,
-    after pooling for a conv layer; fields in the Frobenius norm)."""
-    norms = [x] + [a for a, _ in model.hidden_states(x)]  # type: ignore[operator]
-    return [float(model.sample_norms(t.detach().to(torch.float64)).max()) for t in norms]
+def input_norm_bound(
+    model: IsotropicNet, probe: torch.Tensor | None, input_norm: float | None
+) -> float:
+    """``A_0``: ``input_norm`` (finite, > 0, and no smaller than any probe sample) if given, else
+    the largest sample norm of ``probe``, else 1.
+
+    Raises:
+        IsoproofError: ``input_norm`` is not a finite float > 0, or a probe sample is longer.
+        NonFiniteError: the probe holds NaN/Inf.
+    """
+    largest = None
+    if probe is not None:
+        check_probe(model, probe)
+        largest = float(model.sample_norms(probe.detach().to(torch.float64)).max())
+    if input_norm is None:
+        return largest if largest is not None else 1.0
+    a0 = check_float(input_norm, "input_norm", lo=0.0, strict=True)
+    if largest is not None and largest > a0 * (1 + 1e-12):
+        raise IsoproofError(
+            f"expected probe samples with |x| <= input_norm = {a0:g} (the bound covers only "
+            f"those), got one of norm {largest:.6g}"
+        )
+    return a0
 
 
 def hidden_input_bound(
-    model: IsotropicNet, h: int, probe: torch.Tensor | None, input_norm: float | None
+    model: IsotropicNet,
+    h: int,
+    probe: torch.Tensor | None,
+    input_norm: float | None,
+    s: Surgery | None = None,
 ) -> float:
     """A bound on ``|a_{h-1}|``, the input of ``maps[h]`` (``a_{-1} = x``; a field's Frobenius
-    norm per sample).
+    norm per sample), for every ``|x| <= A_0`` (:func:`input_norm_bound`).
 
-    Layer 0: ``input_norm`` if given, else the largest sample norm of ``probe``, else 1 (the bound
-    is then per unit input norm). Deeper layers: ``sup |s|`` of the radial profile (1 for tanh)
-    per position, times ``sqrt(positions)`` on a conv field (average pooling keeps a per-position
-    norm ``<= sup |s|``); for unbounded profiles the largest norm seen on ``probe`` (``inf``
-    without one).
+    Bounded profiles: ``|a| = s(N) |z| / N <= sup |s|`` per position, times
+    ``sqrt(positions)`` on a conv field (average pooling keeps a per-position norm
+    ``<= sup |s|``). Unbounded ones (``s`` increasing, ``s(N) <= N``) in an MLP:
+    ``|z_j| <= ||W_j|| A_{j-1} + |b_j| + |psi_{j-1}| sup g``, so
+    ``A_j = s(max(sqrt(o_j + |z_j|^2), eps))``; in a convolutional net ``inf`` (no finite bound
+    is derived). Weights come from the workspace ``s`` if given, else from the model.
     """
+    a = input_norm_bound(model, probe, input_norm)
     if h == 0:
-        if input_norm is not None:
-            return float(input_norm)
-        if probe is None:
-            return 1.0
-        return float(model.sample_norms(probe.detach().to(torch.float64)).max())
+        return a
     bound = model.radial.bound  # type: ignore[attr-defined]
     if math.isfinite(bound):
         positions = model.positions(h - 1)
         return float(bound) if positions == 1 else float(bound) * math.sqrt(positions)
-    return probe_activation_norms(model, probe)[h] if probe is not None else math.inf
+    if model.num_conv:
+        return math.inf
+    with torch.no_grad():
+        for j in range(h):
+            W = s.W[j] if s is not None else model.maps[j].weight.to(torch.float64)
+            b = s.b[j] if s is not None else model.maps[j].bias.to(torch.float64)
+            z = operator_norm(W.to(torch.float64), False) * a + float(b.norm())
+            if j >= 1 and model.psi_mode != "none":
+                psi = s.psi[j - 1] if s is not None else model.psi[j - 1]
+                z += float(psi.norm()) * model.radial.gain_bound  # type: ignore[attr-defined]
+            o = float(s.o[j] if s is not None else model.activations[j].o)
+            n = max(math.sqrt(o + z * z), model.activations[j].eps)
+            a = float(model.radial(torch.tensor(n, dtype=torch.float64)))  # type: ignore[attr-defined]
+    return a

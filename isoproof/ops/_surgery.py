@@ -41,7 +41,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .._validate import check_int
 from ..diagonal import DiagonalConv, DiagonalLinear
-from ..exceptions import LayerIndexError, NonFiniteError, NotIsotropicError, UnsynchronisedError
+from ..exceptions import (
+    LayerIndexError,
+    NonFiniteError,
+    NotIsotropicError,
+    UnsynchronisedError,
+    WidthError,
+)
+from ..mlp import IsotropicMLP
 from ..network import IsotropicNet, count_parameters
 from ..optim import (
     FIRST_MOMENTS,
@@ -267,6 +274,8 @@ class Surgery:
         """
         check_maps(self.model)
         self._check_finite()
+        if probe is not None:
+            check_probe(self.model, probe)
         before = _eval(self.model, probe) if probe is not None else None
         undo: list[Callable[[], None]] = []
         try:
@@ -409,6 +418,19 @@ def _eval(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
             return model(x).detach().clone()
     finally:
         model.train(was_training)
+
+
+def check_probe(model: IsotropicMLP, probe: object) -> torch.Tensor:
+    """Refuse a probe the receipts cannot measure on: not a floating tensor of rows
+    ``[..., n0]`` with at least one row, or holding NaN/Inf (the change would read NaN)."""
+    n0 = model.widths[0]
+    if not isinstance(probe, torch.Tensor) or not probe.is_floating_point():
+        raise WidthError(f"expected a floating-point probe tensor [rows, {n0}], got {probe!r:.60}")
+    if probe.dim() == 0 or probe.shape[-1] != n0 or probe.numel() == 0:
+        raise WidthError(f"expected a probe of shape [rows, {n0}], got {list(probe.shape)}")
+    if not bool(torch.isfinite(probe).all()):
+        raise NonFiniteError("expected a finite probe, got NaN/Inf entries")
+    return probe
 
 
 def output_change(before: torch.Tensor, after: torch.Tensor) -> float:

@@ -142,7 +142,7 @@ def remove_weakest(
     )
     # ---- bound: |delta_i| <= sqrt(T) (sigma_i A + |psi*_i| G), propagated by C_h
     # (isoproof.ops._bounds; T = taps of maps[h], 1 for a dense map; A, G bound whole fields)
-    A = hidden_input_bound(model, h, probe, input_norm)
+    A = hidden_input_bound(model, h, probe, input_norm, s)
     G = model.radial.gain_bound * (math.sqrt(model.positions(h - 1)) if h >= 1 else 1.0)
     own = own_psi.abs() if own_psi.dim() == 1 else own_psi.flatten(1).norm(dim=1)
     delta = removed * A + own * G if math.isfinite(A) else None

@@ -31,10 +31,14 @@ from ._surgery import Surgery
 __all__ = ["check_orthogonal", "rotate"]
 
 
-def check_orthogonal(Q: object, n: int) -> torch.Tensor:
+def check_orthogonal(Q: object, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Validate that ``Q`` is an ``[n, n]`` orthogonal matrix; return it as float64.
 
-    The tolerance scales with the dtype: ``max |Q^T Q - I| <= 100 * n * eps(dtype)``.
+    The tolerance scales with the precision the result is stored in, ``dtype`` (the model's;
+    ``Q``'s own dtype if ``None``): ``max |Q^T Q - I| <= 100 * n * eps(dtype)``. So a float32
+    ``Q`` (defect ~1e-7) is refused for a float64 model, whose receipt would otherwise claim an
+    exact rotation while the output moves by ~1e-7: orthonormalise it in float64 first
+    (``torch.linalg.qr(Q.double())[0]``).
     """
     if not isinstance(Q, torch.Tensor):
         raise NotOrthogonalError(
@@ -48,10 +52,12 @@ def check_orthogonal(Q: object, n: int) -> torch.Tensor:
         raise NonFiniteError("expected a finite Q, got NaN/Inf entries")
     Q64 = Q.detach().to(torch.float64)
     err = float((Q64.T @ Q64 - torch.eye(n, dtype=torch.float64, device=Q.device)).abs().max())
-    tol = 100 * n * torch.finfo(Q.dtype).eps
+    dtype = Q.dtype if dtype is None else dtype
+    tol = 100 * n * torch.finfo(dtype).eps
     if err > tol:
         raise NotOrthogonalError(
-            f"expected an orthogonal Q (max |Q^T Q - I| <= {tol:.2g} for {Q.dtype}), got {err:.3g}"
+            f"expected an orthogonal Q (max |Q^T Q - I| <= {tol:.2g} for a {dtype} model), got "
+            f"{err:.3g} (orthonormalise Q in float64: torch.linalg.qr(Q.double())[0])"
         )
     return Q64
 
@@ -72,6 +78,6 @@ def rotate(
     """
     s = Surgery(model, optimizer)
     layer = s.check_hidden(layer)
-    Q64 = check_orthogonal(Q, s.widths[layer + 1])
+    Q64 = check_orthogonal(Q, s.widths[layer + 1], s.model.dtype)
     s.change_basis(layer, Q64.T.to(s.W[0].device))  # exact: see proofs/reparameterisation.py
     return s.commit("rotate", layer, probe=probe)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["existing_file", "load_model", "pair", "parse_widths"]
+__all__ = ["check_output", "existing_file", "load_model", "pair", "parse_widths"]
 
 
 def existing_file(value: str) -> Path:
@@ -49,3 +49,28 @@ def load_model(path: Path):
     from ...io import load
 
     return load(path)
+
+
+def check_output(
+    output: str | Path, inputs: list[Path], suffixes: tuple[str, ...], *, force: bool = False
+) -> Path:
+    """Refuse an output path that is one of the command's inputs, and (unless ``force``) an
+    existing file of another kind (a suffix not in ``suffixes``), before any work is done.
+
+    Raises:
+        CliError: one line naming the path.
+    """
+    from . import CliError
+
+    out = Path(output)
+    for src in inputs:
+        if src is not None and out.exists() and out.resolve() == Path(src).resolve():
+            raise CliError(f"expected an output path other than the input, got {str(out)!r}")
+    if out.is_dir():
+        raise CliError(f"expected an output file, got the directory {str(out)!r}")
+    if out.exists() and out.suffix.lower() not in suffixes and not force:
+        raise CliError(
+            f"expected a new file or a {'/'.join(suffixes)} file at {str(out)!r}, got an existing "
+            f"{out.suffix or 'suffix-less'} file (pass --force to overwrite it)"
+        )
+    return out

@@ -3,7 +3,9 @@
 Writes ``model.onnx`` (float32) and, on request, ``model.fp16.onnx`` (float16, isotropic norms in
 float32) and ``model.int8.onnx`` (dynamic int8). ``--verify`` checks every written file against the
 checkpoint (:func:`exporters.verify_onnx`) and prints the tables; the exit status is 1 if any
-check fails. ``--data`` takes real inputs (``.npy``, or ``.npz`` with ``x`` and optional ``y``
+check fails, and then nothing is written: with ``--verify`` the files are built in a scratch
+folder next to the output and moved into place only once every check passed. ``--data`` takes
+real inputs (``.npy``, or ``.npz`` with ``x`` and optional ``y``
 labels) for verification and the int8 accuracy change.
 
 ``--web DIR`` also writes a static web demo (:func:`exporters.webbundle.web_bundle`): draw a digit
@@ -16,11 +18,13 @@ browser itself). The pixel statistics come from ``--dataset`` (default: ``digits
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from . import CliError
-from ._common import existing_file, load_model
+from ._common import check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,8 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isoproof.exporters import export_onnx, quantize_int8, to_float16, verify_onnx
-
     model = load_model(args.model)
     x, y = read_data(args.data)
     if args.output is None and args.web is None:
@@ -55,20 +57,49 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output is not None else args.web / "model.onnx"
     if out.suffix != ".onnx":
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
+    check_output(out, [args.model, args.data], (".onnx",))
+    n_in = getattr(model, "widths", [None])[0]
+    if x is not None and n_in is not None and (x.ndim != 2 or x.shape[1] != n_in):
+        raise CliError(f"expected --data x of shape [rows, {n_in}], got {list(x.shape)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.verify:
+        _write(args, model, out, x, y)
+        return 1 if args.web is not None and _web(args, model, out) else 0
+    # with --verify, build everything in a scratch folder and move it into place only if it passes
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".isoproof-export-") as tmp:
+        written = _write(args, model, Path(tmp) / out.name, x, y)
+        failed = _verify(written, model, x, y)
+        if failed:
+            print(
+                f"isoproof export: verification FAILED for {', '.join(failed)}; nothing written",
+                file=sys.stderr,
+            )
+            return 1
+        for path in written:
+            os.replace(path, out.parent / path.name)
+            print(f"verified and moved into place: {out.parent / path.name}")
+    return 1 if args.web is not None and _web(args, model, out) else 0
+
+
+def _write(args: argparse.Namespace, model, out: Path, x, y) -> list[Path]:
+    from isoproof.exporters import export_onnx, quantize_int8, to_float16
+
     written = [export_onnx(model, out, batch=args.batch, opset=args.opset)]
-    print(f"wrote {written[0]} ({written[0].stat().st_size / 1024:.1f} KiB)")
+    print(f"wrote {written[0].name} ({written[0].stat().st_size / 1024:.1f} KiB)")
     if args.fp16:
         written.append(to_float16(written[0], out.with_suffix(".fp16.onnx")))
-        print(f"wrote {written[-1]} ({written[-1].stat().st_size / 1024:.1f} KiB)")
+        print(f"wrote {written[-1].name} ({written[-1].stat().st_size / 1024:.1f} KiB)")
     if args.int8:
         labelled = (x, y) if x is not None and y is not None else None
         report = quantize_int8(written[0], out.with_suffix(".int8.onnx"), labelled=labelled)
         written.append(Path(report.path))
         print(report.table())
-    if args.web is not None and _web(args, model, written[0]):
-        return 1
-    if not args.verify:
-        return 0
+    return written
+
+
+def _verify(written: list[Path], model, x, y) -> list[str]:
+    from isoproof.exporters import verify_onnx
+
     failed = []
     for path in written:
         report = verify_onnx(path, model, inputs=x, labels=y, raise_on_failure=False)
@@ -76,10 +107,7 @@ def run(args: argparse.Namespace) -> int:
         print(report.table())
         if not report.ok:
             failed.append(path.name)
-    if failed:
-        print(f"isoproof export: verification FAILED for {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return failed
 
 
 def read_data(path: Path | None):

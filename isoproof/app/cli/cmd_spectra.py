@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import existing_file, load_model
+from ._common import check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="draw this singular value as a line and count neurons at or below it",
     )
     p.add_argument("-o", "--output", required=True, help="the PNG to write")
+    p.add_argument("--force", action="store_true", help="overwrite a non-PNG file at --output")
     p.set_defaults(run=run)
 
 
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ...train import layer_spectra
     from ..experiments.plotting import plot_spectra
 
+    check_output(args.output, [args.model], (".png",), force=args.force)
     model = load_model(args.model)
     spectra = layer_spectra(model)
     widths = model.widths

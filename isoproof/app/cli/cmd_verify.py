@@ -5,15 +5,17 @@ torch, on random, real and adversarial inputs; tolerances follow the file's kind
 or int8) and prints the report. ``--runtime`` picks the runtimes (``ort``, ``reference``,
 ``openvino``, ``browser`` = onnxruntime-web in headless Chromium), each reported with its max
 error vs torch and vs float64 and its median latency at batch 1 and 64. Exit status 0 if it
-passes, 1 if not, 2 (one line) if a requested runtime is not installed.
+passes, 1 if not, or if the file's recorded source checksum differs from MODEL's (unless
+``--allow-different-source``), 2 (one line) if a requested runtime is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from ._common import existing_file, load_model
+from ._common import check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="calls timed per runtime at batch 1 and 64 (default 50; 0 = no timing)",
     )
     p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite a non-JSON file at --json")
+    p.add_argument(
+        "--allow-different-source",
+        action="store_true",
+        help="pass even if the file's recorded source checksum differs from MODEL's",
+    )
     p.set_defaults(run=run)
 
 
@@ -50,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .cmd_export import read_data
 
+    if args.json is not None:
+        check_output(args.json, [args.onnx, args.model, args.data], (".json",), force=args.force)
     model = load_model(args.model)
     x, y = read_data(args.data)
     report = verify_onnx(
@@ -67,4 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         text = dumps(report.to_dict(), indent=2)
         atomic_write_text(args.json, text + "\n")
+    if report.source_digest_match is False and not args.allow_different_source:
+        print(
+            "isoproof verify: the ONNX file was exported from a different model (source checksum "
+            "differs); pass --allow-different-source to accept that",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if report.ok else 1
