@@ -420,14 +420,25 @@ def _eval(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
-def check_probe(model: IsotropicMLP, probe: object) -> torch.Tensor:
-    """Refuse a probe the receipts cannot measure on: not a floating tensor of rows
-    ``[..., n0]`` with at least one row, or holding NaN/Inf (the change would read NaN)."""
-    n0 = model.widths[0]
+def check_probe(model: IsotropicNet, probe: object) -> torch.Tensor:
+    """Refuse a probe the receipts cannot measure on: not a floating tensor of samples the model
+    takes (rows ``[..., n0]`` for an MLP; ``[B, *input_shape]`` or flat rows for a conv net)
+    with at least one sample, or holding NaN/Inf (the change would read NaN)."""
+    if isinstance(model, IsotropicMLP):
+        n0 = model.widths[0]
+        want = f"[rows, {n0}]"
+        ok = isinstance(probe, torch.Tensor) and probe.dim() >= 1 and probe.shape[-1] == n0
+    else:
+        shape = tuple(getattr(model, "input_shape", ()))
+        flat = int(torch.tensor(shape).prod()) if shape else 0
+        want = f"[B, {', '.join(map(str, shape))}] or [B, {flat}]"
+        ok = isinstance(probe, torch.Tensor) and (
+            tuple(probe.shape[1:]) == shape or tuple(probe.shape[1:]) == (flat,)
+        )
     if not isinstance(probe, torch.Tensor) or not probe.is_floating_point():
-        raise WidthError(f"expected a floating-point probe tensor [rows, {n0}], got {probe!r:.60}")
-    if probe.dim() == 0 or probe.shape[-1] != n0 or probe.numel() == 0:
-        raise WidthError(f"expected a probe of shape [rows, {n0}], got {list(probe.shape)}")
+        raise WidthError(f"expected a floating-point probe tensor {want}, got {probe!r:.60}")
+    if not ok or probe.numel() == 0:
+        raise WidthError(f"expected a probe of shape {want}, got {list(probe.shape)}")
     if not bool(torch.isfinite(probe).all()):
         raise NonFiniteError("expected a finite probe, got NaN/Inf entries")
     return probe
