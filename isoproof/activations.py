@@ -87,6 +87,7 @@ class IsotropicActivation(nn.Module):
         self.dim = dim
         self.eps = float(eps)
         self.plain = False  # set by export_mode()
+        self._plain_o_is_zero = False  # set by export_mode()
         factory = {"dtype": dtype, "device": device}
         if intrinsic_length == "trainable":
             if not (math.isfinite(init_length) and init_length > 0):
@@ -141,14 +142,45 @@ class IsotropicActivation(nn.Module):
     def norm(self, z: torch.Tensor) -> torch.Tensor:
         """``N = sqrt(max(o + |z|^2, eps^2))`` with the reduced axis kept.
 
-        Computed after scaling by ``m = max|z|``, in float32 at least and in float64 when ``N``
-        could exceed float32's range, so ``|z|^2`` cannot overflow (``N`` itself is ``inf`` only
-        when ``|z|`` exceeds float64's range: :meth:`forward_with_gain` never forms it then); in
-        :func:`export_mode`, in ``z``'s dtype (plain form).
+        Fast path (almost every call, :meth:`_fast_norm`): ``|z|`` by one ``vector_norm`` (in
+        float32 at least), then ``N = max(hypot(|z|, sqrt(o)), eps)``. Only when ``|z|`` is not
+        finite in that precision (``|z| > ~1e19`` in float32) or ``N >= HUGE_NORM`` does the
+        overflow-safe path run (:meth:`robust_norm`). In :func:`export_mode`, the plain form in
+        ``z``'s dtype.
         """
         if self.plain:
-            o = self.o.to(device=z.device, dtype=z.dtype)
-            return torch.sqrt(torch.clamp_min(o + _sum_of_squares(z, self.dim), self.eps**2))
+            squares = _sum_of_squares(z, self.dim)
+            if not self._plain_o_is_zero:  # decided on entering export_mode: no node for o = 0
+                squares = self.o.to(device=z.device, dtype=z.dtype) + squares
+            return torch.sqrt(torch.clamp_min(squares, self.eps**2))
+        fast = self._fast_norm(z)
+        return self.robust_norm(z) if fast is None else fast
+
+    def _fast_norm(self, z: torch.Tensor) -> torch.Tensor | None:
+        """``N`` by ``vector_norm`` + ``hypot`` (one sync), or ``None`` where it would not be exact
+        to rounding (``|z|`` overflows the accumulator, or ``N >= HUGE_NORM``)."""
+        if z.dtype in (torch.float32, torch.float64):
+            n = torch.linalg.vector_norm(z, dim=self.dim, keepdim=True)
+        else:  # half precisions accumulate in float32
+            n = torch.linalg.vector_norm(z, dim=self.dim, keepdim=True, dtype=torch.float32)
+        if n.numel() and not float(n.detach().amax()) < HUGE_NORM:
+            return None
+        if self.intrinsic_length != "none":
+            root = self._sqrt_o()
+            n = torch.hypot(n, root if root.dtype == n.dtype else root.to(n.dtype))
+        return torch.clamp_min(n, self.eps)
+
+    def _sqrt_o(self) -> torch.Tensor:
+        """``sqrt(o)`` as a 0-d tensor (two cheap ops; a tensor-by-float product costs more)."""
+        if self.intrinsic_length == "trainable":
+            return self.log_o.exp().sqrt()
+        return self.o_const.sqrt()
+
+    def robust_norm(self, z: torch.Tensor) -> torch.Tensor:
+        """The overflow-safe ``N``: computed after scaling by ``m = max|z|``, in float32 at least
+        and in float64 when ``N`` could exceed float32's range, so ``|z|^2`` cannot overflow
+        (``N`` itself is ``inf`` only when ``|z|`` exceeds float64's range:
+        :meth:`forward_with_gain` never forms it then)."""
         m, t, _ = self._scaled_norm(z)
         return m * t
 
@@ -169,7 +201,9 @@ class IsotropicActivation(nn.Module):
         """Return ``(f(z), g)``; ``g`` has the neuron axis kept with size 1."""
         if z.dim() == 0:
             raise IsoproofError("expected a tensor with a neuron axis, got a 0-d tensor")
-        N = self.norm(z)
+        N = None if self.plain else self._fast_norm(z)  # below HUGE_NORM by construction
+        if N is None:
+            N = self.norm(z)
         if (
             not self.plain
             and N.dtype == torch.float64
@@ -180,6 +214,8 @@ class IsotropicActivation(nn.Module):
             a, g = overflow_safe_forward(self.radial, z, m, t)
             return a.to(z.dtype), g.to(z.dtype)
         g = self.radial.gain(N)
+        if g.dtype == z.dtype:
+            return g * z, g
         return (g * z.to(g.dtype)).to(z.dtype), g.to(z.dtype)
 
     def gain(self, z: torch.Tensor) -> torch.Tensor:
@@ -245,13 +281,22 @@ def export_mode(module: nn.Module) -> Iterator[nn.Module]:
 
     The plain form ``sqrt(max(o + (z*z) @ 1, eps^2))`` exports to portable ONNX ops (no
     ``ReduceMax``/``ReduceSum``); it equals the scaled form up to rounding for ``|z| < 1e18``.
+    Terms that are exactly zero when the block is entered (an ``o`` of 0; in models that
+    define ``_export_mode_changed``, such as :class:`~isoproof.IsotropicMLP`, a psi vector of
+    zeros) are left out of the traced graph: adding zero changes no output.
     """
     acts = [m for m in module.modules() if isinstance(m, IsotropicActivation)]
+    hooks = [m for m in module.modules() if callable(getattr(m, "_export_mode_changed", None))]
     previous = [a.plain for a in acts]
     try:
         for a in acts:
             a.plain = True
+            a._plain_o_is_zero = float(a.o.detach()) == 0.0
+        for m in hooks:  # models drop exactly-zero terms from the traced graph
+            m._export_mode_changed(True)
         yield module
     finally:
         for a, p in zip(acts, previous, strict=True):
             a.plain = p
+        for m in hooks:
+            m._export_mode_changed(False)

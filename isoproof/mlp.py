@@ -101,6 +101,7 @@ class IsotropicMLP(IsotropicNet):
             for _ in widths[1:-1]
         )
         self.psi = PsiVectors(widths[2:], psi, **factory)
+        self._export_psi: list[torch.Tensor | None] | None = None  # set inside export_mode
         # Mean gain per hidden layer, recorded for expectation-mode pruning (psi="none").
         self.register_buffer("gain_means", torch.full((len(widths) - 2,), math.nan, **factory))
         self._init_weights(init, generator)
@@ -170,16 +171,36 @@ class IsotropicMLP(IsotropicNet):
     def _run(
         self, x: torch.Tensor, states: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     ) -> torch.Tensor:
-        """The forward recursion; appends ``(a_l, g_l)`` of each hidden layer to ``states``."""
-        z = self.linears[0](x)
-        for i in range(1, len(self.linears)):
-            a, g = self.activations[i - 1].forward_with_gain(z)
+        """The forward recursion; appends ``(a_l, g_l)`` of each hidden layer to ``states``.
+
+        This is the hot path: modules are iterated directly (no per-layer index lookups), and the
+        psi term is skipped when the mode has none or, in :func:`export_mode`, when the vector is
+        exactly zero (adding zero changes nothing, so the output is identical).
+        """
+        lins = iter(self.linears)
+        z = next(lins)(x)
+        psis = self._export_psi if self._export_psi is not None else self._psi_terms()
+        for lin, act, psi in zip(lins, self.activations, psis, strict=True):
+            a, g = act.forward_with_gain(z)
             if states is not None:
                 states.append((a, g))
-            z = self.linears[i](a)
-            if self.psi_mode != "none":
-                z = z + self.psi[i - 1] * g
+            z = lin(a)
+            if psi is not None:
+                z = torch.addcmul(z, psi, g)  # z + psi * g in one op
         return z
+
+    def _psi_terms(self) -> list[torch.Tensor | None]:
+        if self.psi_mode == "none":
+            return [None] * len(self.activations)
+        return list(self.psi.vectors())
+
+    def _export_mode_changed(self, plain: bool) -> None:
+        """Called by :func:`~isoproof.export_mode`: on entry, freeze which psi terms are exactly
+        zero, so the exported graph has no node for them (adding zero changes nothing)."""
+        terms = self._psi_terms()
+        self._export_psi = [t if t is not None and bool(t.detach().any()) else None for t in terms]
+        if not plain:
+            self._export_psi = None
 
     def _track_gains(self, means: torch.Tensor, momentum: float = 0.1) -> None:
         with torch.no_grad():

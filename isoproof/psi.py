@@ -74,6 +74,11 @@ class PsiVectors(nn.Module):
         name = str(i % self._count)
         return self._parameters[name] if self.trainable else self._buffers[name]  # type: ignore[return-value]
 
+    def vectors(self) -> list[torch.Tensor]:
+        """``[psi[0], psi[1], ...]`` in one call (the forward's hot path)."""
+        store = self._parameters if self.trainable else self._buffers
+        return [store[str(i)] for i in range(self._count)]  # type: ignore[misc]
+
     def __len__(self) -> int:
         return self._count
 

@@ -1,0 +1,87 @@
+"""The activation's fast path and the export's dropped zero terms change no value.
+
+* ``IsotropicActivation.norm`` takes one ``vector_norm`` + ``hypot`` almost always and falls back
+  to the overflow-safe :meth:`robust_norm` only when ``|z|`` is not finite in the accumulator;
+  both must agree, and the fallback must really be taken near overflow.
+* Inside ``export_mode`` an ``o`` of exactly 0 and an all-zero psi vector get no graph node;
+  a non-zero one must still be there (else outputs would change).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import isoproof as ip
+from isoproof.activations import IsotropicActivation
+from isoproof.testing import default_atol
+
+MODES = ["trainable", "constant", "none"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_norm_equals_robust_norm(dtype: torch.dtype, mode: str) -> None:
+    act = IsotropicActivation("tanh", intrinsic_length=mode, init_length=0.3, dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    for scale in (1e-30, 1e-4, 1.0, 1e3, 1e15):
+        z = torch.randn(32, 7, dtype=dtype, generator=g) * scale
+        fast, robust = act.norm(z), act.robust_norm(z)
+        rel = float(((fast.double() - robust.double()) / robust.double()).abs().max())
+        assert rel <= 4 * torch.finfo(dtype).eps, (scale, rel)
+
+
+def test_fallback_is_taken_near_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    act = IsotropicActivation("tanh", intrinsic_length="constant", init_length=0.5)
+    z = torch.full((3, 4), 1e30, dtype=torch.float32)  # |z|^2 overflows float32
+    calls: list[int] = []
+    original = IsotropicActivation.robust_norm
+    monkeypatch.setattr(
+        IsotropicActivation, "robust_norm", lambda self, t: calls.append(1) or original(self, t)
+    )
+    n = act.norm(z)
+    assert calls == [1]
+    assert torch.allclose(n.double(), torch.full((3, 1), 2e30, dtype=torch.float64), rtol=1e-6)
+    act.norm(torch.ones(3, 4))  # an ordinary input stays on the fast path
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fast_path_gradient_matches_robust(mode: str) -> None:
+    act = IsotropicActivation("softsign", intrinsic_length=mode, init_length=0.2)
+    act = act.double()
+    z = torch.randn(8, 5, dtype=torch.float64, requires_grad=True)
+    (act.norm(z) ** 3).sum().backward()
+    fast = z.grad.clone()
+    z.grad = None
+    (act.robust_norm(z) ** 3).sum().backward()
+    assert torch.allclose(fast, z.grad, atol=default_atol(torch.float64))
+
+
+def _nodes(model: torch.nn.Module, tmp_path, name: str) -> list[str]:
+    import onnx
+    from isoproof.exporters import export_onnx
+
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_export_drops_exactly_zero_psi_and_o(tmp_path) -> None:
+    torch.manual_seed(0)
+    zero = ip.IsotropicMLP([6, 8, 8, 3], intrinsic_length="constant", init_length=0.0)
+    busy = ip.IsotropicMLP([6, 8, 8, 3], intrinsic_length="constant", init_length=0.25)
+    busy.load_state_dict(zero.state_dict() | {})
+    for act in busy.activations:
+        act.set_o(0.25)
+    with torch.no_grad():
+        busy.psi[0].normal_()
+        busy.psi[1].normal_()
+    lean, full = _nodes(zero, tmp_path, "zero"), _nodes(busy, tmp_path, "busy")
+    # two activations lose the o Add, two psi terms lose their Mul and Add
+    assert len(full) - len(lean) == 2 + 2 * 2, (lean, full)
+    x = torch.randn(5, 6)
+    with ip.export_mode(busy), torch.no_grad():
+        plain = busy(x)
+    with torch.no_grad():
+        assert torch.allclose(plain, busy(x), atol=default_atol(torch.float32))
+    assert busy._export_psi is None and not busy.activations[0].plain  # restored on exit
