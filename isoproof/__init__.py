@@ -73,6 +73,7 @@ from .ops import remove_outputs as remove_outputs
 from .ops import rotate as rotate
 from .ops import singular_values as singular_values
 from .ops import sparsify as sparsify
+from .ops._bounds import exact_bounds as exact_bounds
 from .radial import get_radial as get_radial
 from .receipt import Receipt as Receipt
 from .stability import stability as stability
@@ -118,6 +119,7 @@ __all__ = [
     "count_parameters",
     "data",
     "distributed",
+    "exact_bounds",
     "export_mode",
     "fit",
     "full_diagonalise",

@@ -11,7 +11,9 @@ because ``z_{j+1} = W_{j+1} pool(f(z_j)) + b_{j+1} + psi_j pool(g(z_j))``,
 whole field in the Frobenius norm), and ``P_j`` is the operator norm of the spatial map between
 (``model.pool_norm``: ``p^(-d/2)`` for a ``p``-wide average pooling, 1 for an MLP).
 
-Operator norms (:func:`operator_norm`): a dense map's spectral norm. For a convolution
+Operator norms (:func:`operator_norm`): a dense map's spectral norm, bounded from above by
+:func:`spectral_bound` (``min(||W||_F, sqrt(||W||_1 ||W||_inf))``, O(size); the exact norm inside
+:func:`exact_bounds`). For a convolution
 ``y = sum_t S_t K_t x`` (``K_t = K[:, :, t]`` the channel matrix of tap ``t``, ``S_t`` the
 shift-and-subsample of that tap, which reads each input position at most once, so
 ``||S_t|| <= 1`` whatever the stride, padding or dilation), two guaranteed bounds hold and the
@@ -38,6 +40,9 @@ bounded profiles and, for unbounded ones in an MLP, by propagating ``A_0`` forwa
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
@@ -48,22 +53,57 @@ from ._surgery import Surgery, check_probe
 
 __all__ = [
     "downstream_lipschitz",
+    "exact_bounds",
     "hidden_input_bound",
     "input_norm_bound",
     "operator_norm",
+    "spectral_bound",
 ]
+
+
+_EXACT: ContextVar[bool] = ContextVar("isoproof_exact_bounds", default=False)
+
+
+@contextmanager
+def exact_bounds() -> Iterator[None]:
+    """Within the block, receipts' bounds use exact spectral norms (one ``svdvals`` per
+    downstream map) instead of the cheap guaranteed upper bounds of :func:`spectral_bound`.
+
+    Example::
+
+        >>> m = torch.randn(50, 40, dtype=torch.float64)
+        >>> with exact_bounds():
+        ...     exact = spectral_bound(m)
+        >>> exact <= spectral_bound(m)
+        True
+    """
+    token = _EXACT.set(True)
+    try:
+        yield
+    finally:
+        _EXACT.reset(token)
+
+
+def spectral_bound(m: torch.Tensor) -> float:
+    """A guaranteed upper bound on ``||m||_2`` of a matrix: by default
+    ``min(||m||_F, sqrt(||m||_1 ||m||_inf))`` (both always >= the spectral norm, O(size) to
+    compute), the exact spectral norm inside :func:`exact_bounds`. Never below the truth."""
+    if _EXACT.get():
+        return float(torch.linalg.matrix_norm(m, ord=2))
+    a = m.abs()
+    frobenius = float(torch.linalg.matrix_norm(m))
+    holder = math.sqrt(float(a.sum(dim=0).max()) * float(a.sum(dim=1).max())) if a.numel() else 0.0
+    return min(frobenius, holder)
 
 
 def operator_norm(t: torch.Tensor, conv: bool) -> float:
     """Guaranteed upper bound on the operator norm of a map held as ``t`` (axis 0 output, axis 1
     input; ``conv``: the trailing axes are kernel taps, else they flatten into the input)."""
     if not conv or t.dim() <= 2:
-        return float(torch.linalg.matrix_norm(t.reshape(t.shape[0], -1), ord=2))
+        return spectral_bound(t.reshape(t.shape[0], -1))
     taps = t.reshape(t.shape[0], t.shape[1], -1)
-    per_tap = float(torch.linalg.matrix_norm(taps.movedim(-1, 0), ord=2).sum())
-    whole = math.sqrt(taps.shape[-1]) * float(
-        torch.linalg.matrix_norm(taps.reshape(t.shape[0], -1), ord=2)
-    )
+    per_tap = sum(spectral_bound(taps[..., k]) for k in range(taps.shape[-1]))
+    whole = math.sqrt(taps.shape[-1]) * spectral_bound(taps.reshape(t.shape[0], -1))
     return min(per_tap, whole)
 
 
@@ -73,10 +113,7 @@ def downstream_lipschitz(s: Surgery, model: IsotropicNet, h: int) -> float:
     c = 1.0
     for j in range(h, s.num_layers - 1):
         conv = j + 1 < model.num_conv
-        if s.W[j + 1].dim() <= 2:  # a dense map (the MLP): its spectral norm
-            w = float(torch.linalg.matrix_norm(s.W[j + 1], ord=2))
-        else:
-            w = operator_norm(s.W[j + 1], conv)
+        w = operator_norm(s.W[j + 1], conv)
         if model.psi_mode == "none":
             p = 0.0
         elif s.psi[j].dim() <= 1:

@@ -54,7 +54,7 @@ def singular_values(model: object, layer: int) -> torch.Tensor:
 
 
 def _left(s: Surgery, layer: int) -> torch.Tensor:
-    R, S, _ = s.svd(layer)
+    R, S, _ = s.left_basis(layer)
     s.change_basis(layer, R.T)  # exact: see proofs/diagonalisation.py (left)
     return S
 

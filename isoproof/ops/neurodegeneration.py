@@ -129,12 +129,14 @@ def remove_weakest(
             f"expected to remove at most {width - 1} of the {width} neurons of hidden layer {h} "
             f"(a layer keeps at least one), got n={n}"
         )
-    R, S, _ = s.svd(h) if svd is None else svd
+    R, S, _ = s.left_basis(h) if svd is None else svd
     if gather_psi:
         R, _ = gather_own_psi(s, h, R, S)
     s.change_basis(h, R.T)  # left diagonalisation: the weakest neurons are the last rows
     keep = width - n
-    removed = S[keep:].clone()
+    # the rows actually removed, measured (equal to S[keep:] up to rounding): the bound holds
+    # for them whatever the factorisation's accuracy
+    removed = s.matrix(h)[keep:].norm(dim=1)
     b_star = s.b[h][keep:].clone()
     W_star = s.W[h + 1][:, keep:].clone()
     own_psi = (
@@ -247,7 +249,7 @@ def prune_dead(
     removed: list[float] = []
     bound = 0.0
     for h in layers:
-        R, S, Vh = s.svd(h)
+        R, S, Vh = s.left_basis(h)
         R, carriers = gather_own_psi(s, h, R, S)
         n = min(dead_count(S) - carriers, s.widths[h + 1] - 1)
         if limit is not None:
@@ -283,16 +285,16 @@ def prune_below(
     removed: list[float] = []
     bound = 0.0
     for h in reversed(range(s.num_layers - 1)):
-        svd = s.svd(h)
-        count = int((svd[1] <= threshold).sum())
+        values = s.singular_values(h)  # cheap: the basis is computed only where neurons go
+        count = int((values <= threshold).sum())
         if count == 0:
             continue
         if count >= s.widths[h + 1]:
             raise WidthError(
                 f"threshold {threshold:g} would remove all {count} neurons of hidden layer {h} "
-                f"(largest sigma {float(svd[1][0]):.3g}); expected at least one to remain"
+                f"(largest sigma {float(values[0]):.3g}); expected at least one to remain"
             )
-        values, b = remove_weakest(s, h, count, svd=svd, probe=probe, input_norm=input_norm)
+        values, b = remove_weakest(s, h, count, probe=probe, input_norm=input_norm)
         removed.extend(values.tolist())
         bound += b
     return s.commit("prune_below", None, singular_values=tuple(removed), bound=bound, probe=probe)

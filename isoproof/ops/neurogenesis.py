@@ -45,6 +45,7 @@ def append_neurons(
     )
     cols = cols * init_scale
     s.W[h + 1][:, width:] = cols.to(s.W[h + 1].device)  # any column: see proofs/neurogenesis.py
+    s.touch(h + 1)
 
 
 def grow(
@@ -66,7 +67,7 @@ def grow(
     h = s.check_hidden(layer)
     n = check_int(n, "n", lo=1, error=WidthError)
     init_scale = check_float(init_scale, "init_scale", lo=0.0)
-    R, _, _ = s.svd(h)
+    R, _, _ = s.left_basis(h)
     s.change_basis(h, R.T)
     append_neurons(s, h, n, init_scale=init_scale, generator=generator)
     return s.commit("grow", h, singular_values=(0.0,) * n, probe=probe)

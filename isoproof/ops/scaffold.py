@@ -63,17 +63,17 @@ def adapt(
     for _ in range(MAX_SWEEPS):
         changed = False
         for h in reversed(range(s.num_layers - 1)):
-            svd = s.svd(h)
-            count = int((svd[1] <= threshold).sum())
+            # decide on the cached singular values; a basis only where the layer changes
+            count = int((s.singular_values(h) <= threshold).sum())
             width = s.widths[h + 1]
             if count > buffer and width > 1:
                 n = min(count - buffer, width - 1)
-                values, b = remove_weakest(s, h, n, svd=svd, probe=probe)
+                values, b = remove_weakest(s, h, n, probe=probe)
                 removed.extend(values.tolist())
                 bound += b
                 changed = True
             elif count < buffer:
-                s.change_basis(h, svd[0].T)  # left diagonalisation first, as in the paper
+                s.change_basis(h, s.left_basis(h)[0].T)  # left diagonalisation first (paper)
                 append_neurons(s, h, buffer - count, init_scale=init_scale, generator=generator)
                 changed = True
         if not changed:

@@ -28,7 +28,7 @@ import torch
 from .._validate import check_int
 from ..exceptions import NotIsotropicError, WidthError
 from ..receipt import Receipt
-from ._bounds import downstream_lipschitz
+from ._bounds import downstream_lipschitz, spectral_bound
 from ._surgery import Surgery, embedding
 
 __all__ = ["add_inputs", "add_outputs", "remove_inputs", "remove_outputs"]
@@ -105,7 +105,7 @@ def remove_inputs(
         input_norm = (
             1.0 if probe is None else float(probe[..., n0 - n :].double().norm(dim=-1).max())
         )
-    w_removed = float(torch.linalg.matrix_norm(s.W[0][:, n0 - n :], ord=2))
+    w_removed = spectral_bound(s.W[0][:, n0 - n :])
     lip = downstream_lipschitz(s, s.model, 0) if s.num_layers > 1 else 1.0
     s.change_basis(-1, embedding(n0, n0 - n))
     return s.commit(

@@ -1,0 +1,132 @@
+"""The cheaper factorisations and bounds of the operation engine keep every guarantee.
+
+* ``Surgery.left_basis`` uses ``eigh(W W^T)`` on wide maps: ``R`` must be orthogonal, ``S`` the
+  singular values, removals at ``sigma = 0`` exact; near-zero clusters must fall back to the SVD;
+* ``Surgery.singular_values`` is cached until the map changes;
+* ``spectral_bound`` is never below the spectral norm, and receipts built from it still bound the
+  measured change;
+* an ``Embedding`` (selection) is applied by slicing, equal to its matrix product.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import isoproof as ip
+from isoproof.ops import _surgery
+from isoproof.ops._bounds import exact_bounds, spectral_bound
+from isoproof.ops._surgery import EIGH_MIN_WIDTH, Surgery
+from isoproof.optim import Embedding, apply_linear
+
+F64 = torch.float64
+WIDE = EIGH_MIN_WIDTH + 72
+N_IN = EIGH_MIN_WIDTH + 12
+
+
+def _wide_model(seed: int = 0) -> ip.IsotropicMLP:
+    g = torch.Generator().manual_seed(seed)
+    model = ip.IsotropicMLP([N_IN, WIDE, WIDE, 5], dtype=F64, generator=g)
+    with torch.no_grad():
+        for lin in model.linears:
+            lin.bias.normal_(generator=g)
+        model.psi[0].normal_(generator=g)
+    return model
+
+
+def test_left_basis_is_an_exact_svd_basis_on_wide_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _wide_model()
+    s = Surgery(model)
+    calls: list[int] = []
+    real = Surgery.svd
+    monkeypatch.setattr(Surgery, "svd", lambda self, i: calls.append(i) or real(self, i))
+    R, S, _ = s.left_basis(1)
+    assert calls == []  # the eigh path ran
+    eye = torch.eye(WIDE, dtype=F64)
+    assert float((R.T @ R - eye).abs().max()) < 1e-13
+    ref = torch.linalg.svdvals(s.matrix(1))
+    assert torch.allclose(S, ref, rtol=1e-10, atol=1e-13)
+    rows = (R.T @ s.matrix(1)).norm(dim=1)
+    assert torch.allclose(rows, S, rtol=1e-9, atol=1e-12)
+    # layer 0 is WIDE x N_IN: WIDE - N_IN structural zeros, measured as row norms (not 1e-8)
+    _, S0, _ = s.left_basis(0)
+    assert calls == []
+    assert float(S0[N_IN:].max()) < 1e-13 and float(S0[:N_IN].min()) > 1e-3
+
+
+def test_prune_dead_on_wide_layers_is_exact() -> None:
+    model = _wide_model(1)
+    x = torch.randn(64, N_IN, dtype=F64)
+    receipt = ip.prune_dead(model, probe=x)
+    assert model.widths[1] <= N_IN + 1  # rank N_IN (+1 psi carrier at most)
+    assert receipt.max_abs_change is not None and receipt.max_abs_change <= 1e-12
+    assert receipt.bound >= receipt.max_abs_change
+
+
+def test_near_zero_cluster_falls_back_to_the_svd(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _wide_model(2)
+    with torch.no_grad():  # one sigma tiny but non-zero, many exactly zero: the grey zone
+        W = model.linears[0].weight
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        S[0] = 1e-5
+        W.copy_(U @ torch.diag(S) @ Vh)
+    s = Surgery(model)
+    calls: list[int] = []
+    real = Surgery.svd
+    monkeypatch.setattr(Surgery, "svd", lambda self, i: calls.append(i) or real(self, i))
+    s.left_basis(0)
+    assert calls == [0]
+
+
+def test_singular_values_are_cached_until_the_map_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Surgery(_wide_model(3))
+    count = {"n": 0}
+    real = torch.linalg.svdvals
+
+    def counting(t: torch.Tensor) -> torch.Tensor:
+        count["n"] += 1
+        return real(t)
+
+    monkeypatch.setattr(_surgery.torch.linalg, "svdvals", counting)
+    first = s.singular_values(1)
+    assert torch.equal(s.singular_values(1), first) and count["n"] == 1
+    s.change_basis(1, ip.testing.random_orthogonal(WIDE))
+    s.singular_values(1)
+    assert count["n"] == 2  # W_1 was rotated: recomputed
+    s.touch(1)
+    s.singular_values(1)
+    assert count["n"] == 3
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (64, 64), (3, 200), (128, 1)])
+def test_spectral_bound_is_never_below_the_truth(shape: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(sum(shape))
+    for scale in (1e-8, 1.0, 1e8):
+        m = torch.randn(*shape, dtype=F64, generator=g) * scale
+        truth = float(torch.linalg.matrix_norm(m, ord=2))
+        assert spectral_bound(m) >= truth * (1 - 1e-12)
+        with exact_bounds():
+            assert spectral_bound(m) == pytest.approx(truth, rel=1e-12)
+    rank_one = torch.outer(torch.ones(50, dtype=F64), torch.ones(30, dtype=F64))
+    assert spectral_bound(rank_one) == pytest.approx(float(torch.linalg.matrix_norm(rank_one, 2)))
+
+
+def test_cheap_bound_still_bounds_an_inexact_prune() -> None:
+    model = _wide_model(4)
+    x = torch.randn(128, N_IN, dtype=F64)
+    cheap = ip.prune(model, 1, 8, probe=x)
+    again = _wide_model(4)
+    with exact_bounds():
+        exact = ip.prune(again, 1, 8, probe=x)
+    assert cheap.max_abs_change == pytest.approx(exact.max_abs_change, rel=1e-9)
+    assert exact.max_abs_change <= exact.bound <= cheap.bound
+
+
+@pytest.mark.parametrize("n_old,n_new", [(5, 3), (5, 5), (3, 6)])
+def test_embedding_equals_its_matrix(n_old: int, n_new: int) -> None:
+    e = Embedding(n_old, n_new)
+    t = torch.randn(n_old, 4, 2, dtype=F64)
+    assert torch.equal(apply_linear(t, e), torch.tensordot(e.matrix(), t, dims=([1], [0])))
+    u = torch.randn(3, n_old, dtype=F64)
+    assert torch.equal(apply_linear(u, None, e), u @ e.matrix().T)
+    assert torch.equal(apply_linear(t, e, second_moment=True), apply_linear(t, e))
