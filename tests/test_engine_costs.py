@@ -38,8 +38,10 @@ def test_left_basis_is_an_exact_svd_basis_on_wide_maps(monkeypatch: pytest.Monke
     model = _wide_model()
     s = Surgery(model)
     calls: list[int] = []
-    real = Surgery.svd
-    monkeypatch.setattr(Surgery, "svd", lambda self, i: calls.append(i) or real(self, i))
+    real = torch.linalg.svd
+    monkeypatch.setattr(
+        torch.linalg, "svd", lambda w, **kw: calls.append(w.shape[0]) or real(w, **kw)
+    )
     R, S, _ = s.left_basis(1)
     assert calls == []  # the eigh path ran
     eye = torch.eye(WIDE, dtype=F64)
@@ -72,10 +74,12 @@ def test_near_zero_cluster_falls_back_to_the_svd(monkeypatch: pytest.MonkeyPatch
         W.copy_(U @ torch.diag(S) @ Vh)
     s = Surgery(model)
     calls: list[int] = []
-    real = Surgery.svd
-    monkeypatch.setattr(Surgery, "svd", lambda self, i: calls.append(i) or real(self, i))
+    real = torch.linalg.svd
+    monkeypatch.setattr(
+        torch.linalg, "svd", lambda w, **kw: calls.append(w.shape[0]) or real(w, **kw)
+    )
     s.left_basis(0)
-    assert calls == [0]
+    assert calls == [WIDE]  # the SVD of layer 0 (WIDE rows)
 
 
 def test_singular_values_are_cached_until_the_map_changes(monkeypatch: pytest.MonkeyPatch) -> None:
