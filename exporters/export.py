@@ -44,7 +44,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -78,7 +78,8 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 _MIN_OPSET = 18  # the dynamo exporter's minimum
 
 Batch = int | Literal["dynamic"]
-_WITH_WIDTHS = (ip.IsotropicMLP, ip.CollapsedMLP)  # models that know their widths and config
+# models that know their widths and config
+_WITH_WIDTHS = (ip.IsotropicMLP, ip.IsotropicConvNet, ip.CollapsedMLP)
 _REGISTRIES: dict[object, object] = {}
 _REGISTRY_LOCK = threading.Lock()
 _REGISTRY_CACHE_SIZE = 2  # opsets kept (an export uses one)
@@ -92,11 +93,17 @@ def export_onnx(
     batch: Batch = "dynamic",
     dtype: str = "float32",
     input_width: int | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> Path:
-    """Export a classifier ``[batch, n_in] -> [batch, n_out]`` to one checked ONNX file.
+    """Export a classifier ``[batch, *sample] -> [batch, n_out]`` to one checked ONNX file.
+
+    ``sample`` is ``[n_in]`` for an MLP and ``[C, L]`` / ``[C, H, W]`` for a convolutional net
+    (:class:`isoproof.IsotropicConvNet`: convolutions export as ``Conv``, average pooling as
+    ``AveragePool``, the channel norm at each position as ``Mul`` + a ones-kernel 1x1 ``Conv``).
 
     Args:
-        model: an :class:`isoproof.IsotropicMLP` or any ``nn.Module`` taking ``[batch, n_in]``.
+        model: an :class:`isoproof.IsotropicMLP`, :class:`isoproof.IsotropicConvNet` or any
+            ``nn.Module`` taking ``[batch, *sample]``.
             It is copied (to CPU, ``dtype``, eval mode); the original is not modified.
         path: the ``.onnx`` file to write (atomically).
         opset: ONNX opset (>= 18).
@@ -105,6 +112,8 @@ def export_onnx(
         dtype: ``"float32"`` (default) or ``"float64"``; float16 and int8 are derived from a
             float32 file (:mod:`exporters.edge`).
         input_width: ``n_in`` for modules whose first ``nn.Linear`` does not reveal it.
+        input_shape: ``sample`` for other modules that take more than one axis (a plain CNN:
+            its layers do not reveal the spatial size); checked against an isotropic model's.
 
     Returns:
         ``path``. Input and output are named ``input`` and ``logits``.
@@ -122,12 +131,12 @@ def export_onnx(
     batch = _check_batch(batch)
     if dtype not in DTYPES:
         raise ExportError(f"expected dtype in {sorted(DTYPES)}, got {dtype!r}")
-    n_in = _input_width(model, input_width)
+    sample = _sample_shape(model, input_width, input_shape)
 
     work = copy.deepcopy(model).to(device="cpu", dtype=DTYPES[dtype]).eval()
     rows = 2 if batch == "dynamic" else batch  # batch 1 would be specialised by torch.export
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(rows, n_in, dtype=DTYPES[dtype], generator=generator)
+    example = torch.randn(rows, *sample, dtype=DTYPES[dtype], generator=generator)
     dynamic = ({0: torch.export.Dim("batch")},) if batch == "dynamic" else None
     try:
         with _quiet_exporter(), _reuse_torchlib_registry(), ip.export_mode(work), torch.no_grad():
@@ -213,6 +222,24 @@ def _check_batch(batch: object) -> Batch:
     if batch == "dynamic":
         return "dynamic"
     return check_int(batch, "batch ('dynamic' or an int)", lo=1, error=ExportError)
+
+
+def _sample_shape(
+    model: nn.Module, input_width: int | None, input_shape: Sequence[int] | None
+) -> tuple[int, ...]:
+    """The shape of one input sample: ``input_shape``, an isotropic CNN's, else ``[n_in]``."""
+    if input_shape is None and isinstance(model, ip.IsotropicConvNet):
+        return tuple(model.input_shape)
+    if input_shape is None:
+        return (_input_width(model, input_width),)
+    shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                            for n in shape):  # fmt: skip
+        raise ExportError(f"expected input_shape to be a list of ints >= 1, got {input_shape!r}")
+    own = getattr(model, "input_shape", None) or getattr(model, "widths", [None])[:1]
+    if isinstance(model, ip.IsotropicMLP | ip.IsotropicConvNet) and list(shape) != list(own):
+        raise ExportError(f"expected input_shape={list(own)} (the model's), got {list(shape)}")
+    return shape
 
 
 def _input_width(model: nn.Module, input_width: int | None) -> int:

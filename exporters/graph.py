@@ -72,6 +72,9 @@ OP_ALLOWLIST: frozenset[str] = frozenset(
         "Flatten",
         "Identity",
         "Cast",
+        # convolutional nets: kernels, the ones-kernel channel norm, average pooling
+        "Conv",
+        "AveragePool",
         # the isotropic activation and its radial profiles
         "Clip",
         "Max",
@@ -96,6 +99,7 @@ QUANTIZED_OPS: frozenset[str] = frozenset(
     {
         "DynamicQuantizeLinear",
         "MatMulInteger",
+        "ConvInteger",
         "QuantizeLinear",
         "DequantizeLinear",
         "QLinearMatMul",

@@ -52,7 +52,7 @@ from .graph import (
     set_metadata_prop,
     toposort,
 )
-from .runtime import input_spec, ort_session, run_batched
+from .runtime import input_signature, ort_session, run_batched
 
 __all__ = ["Int8Report", "gemm_to_matmul", "quantize_int8"]
 
@@ -122,7 +122,7 @@ def quantize_int8(
     Args:
         path: a float32 file (from :func:`~exporters.export.export_onnx`).
         out: destination (written atomically).
-        calibration: rows ``[N, n_in]``; when given, static QDQ quantisation calibrated on them,
+        calibration: rows ``[N, *sample]``; when given, static QDQ quantisation calibrated on them,
             otherwise dynamic quantisation.
         per_channel: one weight scale per output channel (more accurate) instead of per tensor.
         reduce_range: 7-bit weights. On x86 CPUs without VNNI, onnxruntime's ``u8 x s8`` integer
@@ -142,7 +142,7 @@ def quantize_int8(
     proto = onnx.load(str(source))
     ensure_node_names(proto.graph)
     excluded = sorted({name for group in norm_subgraphs(proto) for name in group})
-    dtype, n_in, fixed = input_spec(proto)
+    dtype, n_in, fixed = input_signature(proto)  # n_in: the sample shape
     if dtype != np.float32:
         raise ExportError(f"expected a float32 ONNX file, got input dtype {np.dtype(dtype).name}")
     if labelled is not None:
@@ -158,7 +158,7 @@ def quantize_int8(
             quantize_dynamic(
                 proto,
                 staged,
-                op_types_to_quantize=["MatMul"],
+                op_types_to_quantize=["MatMul", "Conv"],
                 per_channel=per_channel,
                 reduce_range=reduce_range,
                 weight_type=QuantType.QInt8,
@@ -175,7 +175,7 @@ def quantize_int8(
                 staged,
                 _Reader(rows, fixed),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Gemm", "MatMul"],
+                op_types_to_quantize=["Gemm", "MatMul", "Conv"],
                 per_channel=per_channel,
                 reduce_range=reduce_range,
                 activation_type=QuantType.QInt8,
@@ -187,12 +187,14 @@ def quantize_int8(
     nodes = result.graph.node
     dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
     quantized = sum(
-        n.op_type == "MatMulInteger"
-        or (n.op_type in ("Gemm", "MatMul") and any(i in dequantized for i in n.input))
+        n.op_type in ("MatMulInteger", "ConvInteger")
+        or (n.op_type in ("Gemm", "MatMul", "Conv") and any(i in dequantized for i in n.input))
         for n in nodes
     )
     if quantized == 0:
-        raise ExportError(f"expected at least one quantised MatMul/Gemm in {source.name}, got none")
+        raise ExportError(
+            f"expected at least one quantised MatMul/Gemm/Conv in {source.name}, got none"
+        )
     toposort(result.graph)
     set_metadata_prop(
         result,
@@ -268,7 +270,7 @@ class _Reader:
         chunks = [rows[i : i + size] for i in range(0, rows.shape[0], size)]
         if fixed is not None:
             full = [c for c in chunks if c.shape[0] == fixed]
-            chunks = full or [np.resize(rows, (fixed, rows.shape[1]))]  # repeat rows to fill
+            chunks = full or [np.resize(rows, (fixed, *rows.shape[1:]))]  # repeat rows to fill
         self._chunks = iter(chunks)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -279,12 +281,13 @@ class _Reader:
         raise NotImplementedError
 
 
-def _as_array(values: ArrayLike, n_in: int, what: str) -> np.ndarray:
+def _as_array(values: ArrayLike, sample: tuple[int, ...], what: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     array = np.asarray(values)
-    if array.ndim != 2 or array.shape[1] != n_in or array.shape[0] == 0:
-        raise ExportError(f"expected {what} of shape [rows, {n_in}], got {array.shape}")
+    if array.shape[1:] != sample or array.shape[0] == 0:
+        want = ", ".join(map(str, sample))
+        raise ExportError(f"expected {what} of shape [rows, {want}], got {array.shape}")
     return np.ascontiguousarray(array, dtype=np.float32)
 
 

@@ -1,8 +1,9 @@
 """Running exported classifiers: the input signature, CPU sessions, fixed-batch chunking.
 
-Every exported file has one input ``[batch, n_in]`` named ``input`` and one output ``logits``;
-``batch`` is symbolic (dynamic) or fixed. :func:`run_batched` feeds a fixed-batch file any number
-of rows in zero-padded chunks, so verification and accuracy code never care which kind it has.
+Every exported file has one input ``[batch, n_in]`` (``[batch, C, L]`` or ``[batch, C, H, W]``
+for a CNN) named ``input`` and one output ``logits``;
+``batch`` is symbolic (dynamic) or fixed. :func:`run_batched` feeds a fixed-batch file any number of
+rows in zero-padded chunks, so verification and accuracy code never care which kind it has.
 
 Example::
 
@@ -24,24 +25,41 @@ import onnx
 
 from .errors import ExportError
 
-__all__ = ["input_dims", "input_spec", "interleaved_medians", "ort_session", "run_batched"]
+__all__ = [
+    "input_dims",
+    "input_signature",
+    "input_spec",
+    "interleaved_medians",
+    "ort_session",
+    "run_batched",
+]
 
 
 def input_spec(proto: onnx.ModelProto) -> tuple[type, int, int | None]:
     """``(numpy dtype, n_in, fixed batch or None)`` of the file's single ``[batch, n_in]`` input."""
+    dtype, sample, fixed = input_signature(proto)
+    if len(sample) != 1:
+        raise ExportError(f"expected an input of shape [batch, n_in], got [batch, {sample}]")
+    return dtype, sample[0], fixed
+
+
+def input_signature(proto: onnx.ModelProto) -> tuple[type, tuple[int, ...], int | None]:
+    """``(numpy dtype, sample shape, fixed batch or None)`` of the file's single input
+    ``[batch, *sample]`` (``sample`` is ``(n_in,)`` for an MLP, ``(C, H, W)`` for a CNN)."""
     initializers = {t.name for t in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         raise ExportError(f"expected one graph input, got {[i.name for i in inputs]}")
     tensor = inputs[0].type.tensor_type
     dims = tensor.shape.dim
-    if len(dims) != 2 or not dims[1].HasField("dim_value"):
+    if len(dims) < 2 or not all(d.HasField("dim_value") for d in dims[1:]):
         raise ExportError(
-            f"expected input {inputs[0].name!r} of shape [batch, n_in], got {len(dims)} dims"
+            f"expected input {inputs[0].name!r} of shape [batch, *sample] with a fixed sample "
+            f"shape, got {len(dims)} dims"
         )
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).type
     fixed = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
-    return dtype, int(dims[1].dim_value), fixed
+    return dtype, tuple(int(d.dim_value) for d in dims[1:]), fixed
 
 
 def input_dims(proto: onnx.ModelProto) -> tuple[type, list[int | None]]:
@@ -78,7 +96,7 @@ def run_batched(
         chunk = x[start : start + fixed]
         pad = fixed - chunk.shape[0]
         if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, x.shape[1]), dtype=x.dtype)])
+            chunk = np.concatenate([chunk, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
         outs.append(np.asarray(run(chunk))[: fixed - pad])
     return np.concatenate(outs)
 

@@ -67,7 +67,7 @@ from .graph import (
     opset_of,
     stored_numbers,
 )
-from .runtime import input_spec, run_batched
+from .runtime import input_signature, run_batched
 
 __all__ = [
     "EVALUATORS",
@@ -244,9 +244,9 @@ def verify_onnx(
     """Compare the ONNX file at ``path`` with ``model`` (see the module docstring).
 
     Args:
-        path: an ONNX file whose single input is ``[batch, n_in]``.
+        path: an ONNX file whose single input is ``[batch, n_in]`` or ``[batch, C, H(, W)]``.
         model: the source ``nn.Module`` (not modified; evaluated on a float64 copy).
-        inputs: optional real data ``[rows, n_in]``; ``labels`` (``[rows]``) adds accuracies.
+        inputs: optional real data ``[rows, *sample]``; ``labels`` (``[rows]``) adds accuracies.
         rtol, atol: tolerances; default :data:`TOLERANCES` of the file's kind (float32: 1e-5).
         seed: seed of the random input sets.
         evaluators: runtimes from :data:`~exporters.backends.BACKENDS` (``"onnxruntime"`` alias
@@ -269,8 +269,8 @@ def verify_onnx(
     """
     path, proto, evaluators = _load_checked(path, model, evaluators)
     report = _new_report(path, proto, model, atol=atol, rtol=rtol, allow=allow)
-    in_dtype, n_in, fixed = input_spec(proto)
-    sets = _input_sets(n_in, seed, inputs, dynamic=fixed is None)
+    in_dtype, sample, fixed = input_signature(proto)
+    sets = _input_sets(sample, seed, inputs, dynamic=fixed is None)
     if labels is not None and inputs is None:
         raise VerificationError("expected inputs= together with labels=, got labels only")
     y_true = None if labels is None else _labels(labels, sets["data"].shape[0])
@@ -279,7 +279,7 @@ def verify_onnx(
     _compare_sets(report, model, sets, runtimes, in_dtype, fixed, y_true)
     _check_accuracy(report, max_accuracy_drop)
     if latency_runs:
-        _measure_latency(report, runtimes, in_dtype, n_in, fixed, latency_runs)
+        _measure_latency(report, runtimes, in_dtype, sample, fixed, latency_runs)
     if raise_on_failure and not report.ok:
         raise VerificationError(
             f"{path.name} does not reproduce {type(model).__name__}: " + "; ".join(report.failures),
@@ -323,7 +323,7 @@ def _new_report(
     allow: Iterable[str] | None,
 ) -> VerificationReport:
     """The report header: file facts, tolerances by kind, op allow-list and source checksum."""
-    _, _, fixed = input_spec(proto)
+    _, _, fixed = input_signature(proto)
     meta = read_onnx_metadata(proto)
     kind = file_kind(proto)
     default = TOLERANCES[kind]
@@ -429,12 +429,12 @@ def _measure_latency(
     report: VerificationReport,
     runtimes: dict[str, Backend],
     in_dtype: type,
-    n_in: int,
+    sample: tuple[int, ...],
     fixed: int | None,
     runs: int,
 ) -> None:
     batches = LATENCY_BATCHES if fixed is None else (fixed,)
-    dims = {f"batch{b}": [b, n_in] for b in batches}
+    dims = {f"batch{b}": [b, *sample] for b in batches}
     for name, backend in runtimes.items():
         try:
             report.latency[name] = backend.latency(dims, in_dtype, runs)
@@ -448,34 +448,39 @@ def file_kind(proto: onnx.ModelProto) -> str:
     for kind in ("float16", "int8"):
         if variant.startswith(kind):
             return kind
-    dtype = np.dtype(input_spec(proto)[0]).name
+    dtype = np.dtype(input_signature(proto)[0]).name
     return dtype if dtype in TOLERANCES else "float32"
 
 
 # ---------------------------------------------------------------------------- helpers
-def _directions(rng: np.random.Generator, norms: Sequence[float], n_in: int) -> np.ndarray:
-    d = rng.standard_normal((len(norms), n_in))
+def _directions(
+    rng: np.random.Generator, norms: Sequence[float], sample: tuple[int, ...]
+) -> np.ndarray:
+    """Random samples ``[len(norms), *sample]`` whose whole-sample norms are ``norms``."""
+    d = rng.standard_normal((len(norms), math.prod(sample)))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return d * np.asarray(norms)[:, None]
+    return (d * np.asarray(norms)[:, None]).reshape(len(norms), *sample)
 
 
 def _input_sets(
-    n_in: int, seed: int, inputs: torch.Tensor | np.ndarray | None, *, dynamic: bool
+    sample: tuple[int, ...], seed: int, inputs: torch.Tensor | np.ndarray | None, *, dynamic: bool
 ) -> dict[str, np.ndarray]:
+    """The input sets of the module docstring, each ``[rows, *sample]``."""
     rng = np.random.default_rng(seed)
-    sets = {"random": rng.standard_normal((64, n_in))}
+    sets = {"random": rng.standard_normal((64, *sample))}
     if inputs is not None:
         data = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs
         data = np.asarray(data, dtype=np.float64)
-        if data.ndim != 2 or data.shape[1] != n_in or data.shape[0] == 0:
-            raise VerificationError(f"expected inputs of shape [rows, {n_in}], got {data.shape}")
+        if data.shape[1:] != sample or data.shape[0] == 0:
+            want = ", ".join(map(str, sample))
+            raise VerificationError(f"expected inputs of shape [rows, {want}], got {data.shape}")
         sets["data"] = data
-    sets["zeros"] = np.zeros((4, n_in))
-    sets["tiny"] = _directions(rng, [1e-12, 1e-8, 1e-4], n_in)
-    sets["large"] = _directions(rng, [1e2, 1e3, 1e4], n_in)
+    sets["zeros"] = np.zeros((4, *sample))
+    sets["tiny"] = _directions(rng, [1e-12, 1e-8, 1e-4], sample)
+    sets["large"] = _directions(rng, [1e2, 1e3, 1e4], sample)
     if dynamic:
-        sets["batch1"] = rng.standard_normal((1, n_in))
-        sets["batch7"] = rng.standard_normal((7, n_in))
+        sets["batch1"] = rng.standard_normal((1, *sample))
+        sets["batch7"] = rng.standard_normal((7, *sample))
     return sets
 
 

@@ -18,8 +18,8 @@ after dividing by ``m = max(max_i |z_i|, 1)`` (``m`` held constant for autograd,
 since the value does not depend on ``m``), in float32 at least and in float64 when
 ``max|z| >= 1e30``, so neither ``|z|^2`` nor ``N`` can overflow, even for inputs near the dtype's
 largest finite value. Inside :func:`export_mode` the plain form ``(z * z) @ ones`` is used
-instead: it exports to ``Mul`` + ``MatMul``, which every ONNX execution
-provider supports.
+instead: it exports to ``Mul`` + ``MatMul`` (dense) or ``Mul`` + a ones-kernel 1x1 ``Conv``
+(channels), which the mobile execution providers support.
 
 Example (the invariant, checked)::
 
@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .exceptions import IsoproofError
@@ -266,10 +267,16 @@ def _accumulator(dtype: torch.dtype, largest: float) -> torch.dtype:
 
 
 def _sum_of_squares(z: torch.Tensor, dim: int) -> torch.Tensor:
-    """``sum(z*z)`` over ``dim`` (kept), as a MatMul with a ones column when ``dim`` is last."""
+    """``sum(z*z)`` over ``dim`` (kept): a MatMul with a ones column when ``dim`` is last; over the
+    channels of ``[B, C, L]`` / ``[B, C, H, W]`` a 1x1 convolution with a ones kernel
+    ``[1, C, 1(, 1)]`` (ONNX ``Conv``: NNAPI and CoreML run it, they lack ``ReduceSum``)."""
     if dim in (-1, z.dim() - 1):
         ones = torch.ones(z.shape[-1], 1, dtype=z.dtype, device=z.device)
         return (z * z) @ ones
+    if dim == 1 and z.dim() in (3, 4):
+        ones = torch.ones(1, z.shape[1], *(1,) * (z.dim() - 2), dtype=z.dtype, device=z.device)
+        conv = F.conv1d if z.dim() == 3 else F.conv2d
+        return conv(z * z, ones)
     return (z * z).sum(dim=dim, keepdim=True)
 
 

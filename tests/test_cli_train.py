@@ -53,7 +53,9 @@ def test_train_reports_bad_arguments(capsys, tmp_path):
     assert "expected --widths to start with 64 and end with 10" in err
     err = _error(capsys, [*base, "--data", "cifar10:" + str(tmp_path), "--widths", "3072,8,10"])
     assert "data_batch_1" in err and "test_batch" in err
-    assert "expected 'digits'" in _error(capsys, [*base, "--data", "mnist", "--widths", "4,2"])
+    assert "expected one of 'digits'" in _error(
+        capsys, [*base, "--data", "mnist9", "--widths", "4,2"]
+    )
     err = _error(capsys, [*base, "--data", "digits", "--widths", "64,8,10", "--adapt", "5"])
     assert "K,THETA" in err
     assert "comma-separated" in _error(capsys, [*base, "--data", "digits", "--widths", "a,b"])

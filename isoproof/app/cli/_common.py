@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["check_output", "existing_file", "load_model", "pair", "parse_widths"]
+__all__ = ["check_output", "existing_file", "load_model", "pair", "parse_conv_spec", "parse_widths"]
 
 
 def existing_file(value: str) -> Path:
@@ -42,6 +42,33 @@ def parse_widths(value: str) -> list[int]:
     if len(widths) < 2 or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"expected at least two widths >= 1, got {value!r}")
     return widths
+
+
+def parse_conv_spec(value: str) -> list[dict[str, int]]:
+    """argparse type: ``"conv=16:k=3:padding=1:pool=2,conv=16:k=1,dense=32"`` -> layer specs.
+
+    Layers are separated by commas; each is ``key=int`` pairs joined by ``:``, starting with
+    ``conv=C`` (then any of ``k``, ``stride``, ``padding``, ``dilation``, ``pool``) or ``dense=N``
+    (the spec of :class:`isoproof.IsotropicConvNet`, which validates the keys and values).
+    """
+    layers: list[dict[str, int]] = []
+    for item in value.split(","):
+        spec: dict[str, int] = {}
+        for part in item.strip().split(":"):
+            key, _, number = part.partition("=")
+            try:
+                spec[key.strip()] = int(number)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected layers like conv=16:k=3:padding=1,dense=32, got {part!r} in "
+                    f"{value!r}"
+                ) from None
+        if next(iter(spec)) not in ("conv", "dense"):
+            raise argparse.ArgumentTypeError(
+                f"expected each layer to start with conv=C or dense=N, got {item!r}"
+            )
+        layers.append(spec)
+    return layers
 
 
 def load_model(path: Path):

@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.model}  (isoproof {meta.get('isoproof_version', '?')})")
     if "ranks" in cfg:  # a CollapsedMLP (isoproof collapse)
         return _collapsed(model, cfg)
-    print(f"widths            {cfg['widths']}")
+    print(f"widths            {model.widths}")
+    if "input_shape" in cfg:  # a CNN: its input and layer specs
+        print(f"input shape       {cfg['input_shape']}")
+        print(f"layers            {cfg['layers']}")
     print(
         f"radial            {cfg['radial']}   intrinsic length: {cfg['intrinsic_length']}   "
         f"psi: {cfg['psi']}   dtype: {cfg['dtype']}"
@@ -44,15 +47,14 @@ def run(args: argparse.Namespace) -> int:
         f"(hidden-to-hidden weights {model.count_parameters(hidden_only=True)})"
     )
     rows = []
-    for i, lin in enumerate(model.linears):
+    for i, m in enumerate(model.maps):
         s = singular_values(model, i)
-        kind = "diagonal" if i in cfg["diagonal_layers"] else "dense"
         o = float(model.activations[i].o.detach()) if i < len(model.activations) else None
         rows.append(
             [
                 i,
-                f"{lin.in_features}->{lin.out_features}",
-                kind,
+                _shape(m),
+                _storage(model, i),
                 float(s.max()),
                 float(s.median()),
                 float(s.min()),
@@ -90,3 +92,17 @@ def _collapsed(model, cfg) -> int:
     )
     print(f"stored numbers    {model.count_parameters()}   o per layer: {o}")
     return 0
+
+
+def _shape(m) -> str:
+    """``in->out`` features, or ``in->out channels kxk`` of a convolution."""
+    if hasattr(m, "in_features"):
+        return f"{m.in_features}->{m.out_features}"
+    k = "x".join(str(int(n)) for n in m.weight.shape[2:])
+    return f"{m.in_channels}->{m.out_channels} ch, {k}"
+
+
+def _storage(model, i: int) -> str:
+    if i in model.diagonal_layers:
+        return "diagonal"
+    return "conv" if hasattr(model.maps[i], "in_channels") else "dense"

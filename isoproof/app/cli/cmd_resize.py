@@ -37,13 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         metavar="SPEC",
-        help="digits | mnist1d | cifar10:PATH: report test accuracy and logit change",
+        help="digits | mnist1d | mnist | cifar10:PATH: report test accuracy and logit change",
     )
     p.add_argument("-o", "--output", required=True, help="where to save the resized model")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...conv import IsotropicConvNet
     from ...data import load_dataset
     from ...io import save
     from ...ops.diagonalisation import sparsify
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from ...train import evaluate
 
     model = load_model(args.model)
-    data = load_dataset(args.data) if args.data else None
+    conv = isinstance(model, IsotropicConvNet)  # channels-first samples for a CNN
+    data = load_dataset(args.data, conv=conv) if args.data else None
     probe = data.x_test.to(model.dtype) if data is not None else None
     before = evaluate(model, data)["accuracy"] if data is not None else None
     if args.prune_below is not None:

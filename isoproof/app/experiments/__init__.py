@@ -10,6 +10,9 @@ name                       paper  what it shows
 ``tasks``                  Exp 3  task appending/removal with the scaffold buffer vs static net
 ``spectra``                Exp 2  singular values per epoch, isotropic vs standard tanh
 ``standard-vs-isotropic``  Exp 6  paired-initialisation comparison on digits and MNIST-1D
+``cnn-vs-mlp``             Exp 6  isotropic CNN vs paired tanh CNN vs isotropic MLP on digits,
+                                  MNIST-5k and MNIST-1D
+``cnn-channels``           Exp 4/5  the scaffold buffer on channels; sparsified 1x1 convolutions
 =========================  =====  ==========================================================
 
 Each writes ``<out>/<name>.md``, ``<out>/<name>.json`` and ``<out>/<name>.png`` (default
@@ -40,6 +43,8 @@ EXPERIMENTS: dict[str, str] = {
     "tasks": "tasks",
     "spectra": "spectra",
     "standard-vs-isotropic": "standard_vs_isotropic",
+    "cnn-vs-mlp": "cnn",
+    "cnn-channels": "cnn_channels",
 }
 
 
