@@ -202,16 +202,16 @@ class IsotropicActivation(nn.Module):
         """Return ``(f(z), g)``; ``g`` has the neuron axis kept with size 1."""
         if z.dim() == 0:
             raise IsoproofError("expected a tensor with a neuron axis, got a 0-d tensor")
-        if self.plain:
-            N = self.norm(z)
-        else:
-            N = self._fast_norm(z)  # below HUGE_NORM by construction, else None
-            if N is None:
-                m, t, _ = self._scaled_norm(z)
-                if N is None and t.dtype == torch.float64 and bool((m * t >= HUGE_NORM).any()):
-                    a, g = overflow_safe_forward(self.radial, z, m, t)  # N may overflow
-                    return a.to(z.dtype), g.to(z.dtype)
-                N = m * t
+        N = self.norm(z)
+        if (  # float64 only (a float32 N cannot reach HUGE_NORM): one more check there
+            N.dtype == torch.float64
+            and not self.plain
+            and N.numel()
+            and float(N.max()) >= HUGE_NORM
+        ):
+            m, t, _ = self._scaled_norm(z)  # N = m * t may exceed float64's range
+            a, g = overflow_safe_forward(self.radial, z, m, t)
+            return a.to(z.dtype), g.to(z.dtype)
         g = self.radial.gain(N)
         if g.dtype == z.dtype:
             return g * z, g
