@@ -18,6 +18,7 @@ browser itself). The pixel statistics come from ``--dataset`` (default: ``digits
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -58,9 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix != ".onnx":
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
     check_output(out, [args.model, args.data], (".onnx",))
-    n_in = getattr(model, "widths", [None])[0]
-    if x is not None and n_in is not None and (x.ndim != 2 or x.shape[1] != n_in):
-        raise CliError(f"expected --data x of shape [rows, {n_in}], got {list(x.shape)}")
+    _check_data_shape(model, x)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not args.verify:
         _write(args, model, out, x, y)
@@ -79,6 +78,24 @@ def run(args: argparse.Namespace) -> int:
             os.replace(path, out.parent / path.name)
             print(f"verified and moved into place: {out.parent / path.name}")
     return 1 if args.web is not None and _web(args, model, out) else 0
+
+
+def _check_data_shape(model, x) -> None:
+    """Refuse ``--data`` whose samples the model does not take (before anything is written)."""
+    if x is None:
+        return
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:  # a CNN: samples shaped like its input, or flat rows
+        want = [tuple(shape), (math.prod(shape),)]
+        if x.ndim < 2 or tuple(x.shape[1:]) not in want:
+            raise CliError(
+                f"expected --data x of shape [rows, {', '.join(map(str, shape))}], "
+                f"got {list(x.shape)}"
+            )
+        return
+    n_in = getattr(model, "widths", [None])[0]
+    if n_in is not None and (x.ndim != 2 or x.shape[1] != n_in):
+        raise CliError(f"expected --data x of shape [rows, {n_in}], got {list(x.shape)}")
 
 
 def _write(args: argparse.Namespace, model, out: Path, x, y) -> list[Path]:
