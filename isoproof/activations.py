@@ -182,11 +182,11 @@ class IsotropicActivation(nn.Module):
         and in float64 when ``N`` could exceed float32's range, so ``|z|^2`` cannot overflow
         (``N`` itself is ``inf`` only when ``|z|`` exceeds float64's range:
         :meth:`forward_with_gain` never forms it then)."""
-        m, t, _ = self._scaled_norm(z)
+        m, t = self._scaled_norm(z)
         return m * t
 
-    def _scaled_norm(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """``(m, t, max m)`` with ``N = m * t``, ``m = max(max_i |z_i|, 1)`` (a constant for
+    def _scaled_norm(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m, t)`` with ``N = m * t``, ``m = max(max_i |z_i|, 1)`` (a constant for
         autograd: ``N`` does not depend on it, so the gradient stays exact)."""
         m = z.detach().abs().amax(dim=self.dim, keepdim=True)
         largest = float(m.max()) if m.numel() else 0.0
@@ -196,7 +196,7 @@ class IsotropicActivation(nn.Module):
         m = m.to(acc).clamp_min(1.0)
         u = zz / m
         q = (u * u).sum(dim=self.dim, keepdim=True) + o / (m * m)
-        return m, torch.sqrt(torch.clamp_min(q, (self.eps / m) ** 2)), largest
+        return m, torch.sqrt(torch.clamp_min(q, (self.eps / m) ** 2))
 
     def forward_with_gain(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(f(z), g)``; ``g`` has the neuron axis kept with size 1."""
@@ -209,7 +209,7 @@ class IsotropicActivation(nn.Module):
             and N.numel()
             and float(N.max()) >= HUGE_NORM
         ):
-            m, t, _ = self._scaled_norm(z)  # N = m * t may exceed float64's range
+            m, t = self._scaled_norm(z)  # N = m * t may exceed float64's range
             a, g = overflow_safe_forward(self.radial, z, m, t)
             return a.to(z.dtype), g.to(z.dtype)
         g = self.radial.gain(N)

@@ -274,6 +274,10 @@ class IsotropicConvNet(IsotropicNet):
         """``prod(input_shape)``: the width of a flat input row (see :meth:`forward`)."""
         return self.convs[0].in_channels * math.prod(self.input_shape[1:])
 
+    def sample_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """``(C, *spatial)`` (a field) and ``(prod(input_shape),)`` (a flat dataset row)."""
+        return ((self.convs[0].in_channels, *self.input_shape[1:]), (self.in_features,))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` of shape ``[B, *input_shape]``, or flat ``[B, prod(input_shape)]`` (the rows of
         an :class:`isoproof.data.Dataset`, reshaped channel-first) -> logits ``[B, n_out]``."""
@@ -283,8 +287,8 @@ class IsotropicConvNet(IsotropicNet):
         self, x: torch.Tensor, states: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     ) -> torch.Tensor:
         """The recursion; appends ``(u_l, v_l)`` (the next map's inputs) per hidden space."""
-        want = (self.convs[0].in_channels, *self.input_shape[1:])
-        if x.dim() == 2 and x.shape[1] == self.in_features:
+        want, flat = self.sample_shapes()
+        if x.dim() == 2 and tuple(x.shape[1:]) == flat:
             x = x.reshape(x.shape[0], *want)
         if x.dim() != len(want) + 1 or tuple(x.shape[1:]) != want:
             raise WidthError(f"expected input of shape [B, {', '.join(map(str, want))}] or "

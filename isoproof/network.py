@@ -133,6 +133,10 @@ class IsotropicNet(nn.Module):
         """Operator norm of the spatial map between activation ``h`` and ``maps[h+1]``."""
         return 1.0
 
+    def sample_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shapes one input sample may have (the input is ``[..., *shape]``): ``(n0,)``."""
+        return ((self.widths[0],),)
+
     def sample_norms(self, t: torch.Tensor) -> torch.Tensor:
         """Per-sample Euclidean norm of an input or hidden field (``[..., n]``: the last axis)."""
         return t.norm(dim=-1)

@@ -70,7 +70,7 @@ def test_export_drops_exactly_zero_psi_and_o(tmp_path) -> None:
     torch.manual_seed(0)
     zero = ip.IsotropicMLP([6, 8, 8, 3], intrinsic_length="constant", init_length=0.0)
     busy = ip.IsotropicMLP([6, 8, 8, 3], intrinsic_length="constant", init_length=0.25)
-    busy.load_state_dict(zero.state_dict() | {})
+    busy.load_state_dict(zero.state_dict())
     for act in busy.activations:
         act.set_o(0.25)
     with torch.no_grad():

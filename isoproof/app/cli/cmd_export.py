@@ -18,7 +18,6 @@ browser itself). The pixel statistics come from ``--dataset`` (default: ``digits
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -84,18 +83,10 @@ def _check_data_shape(model, x) -> None:
     """Refuse ``--data`` whose samples the model does not take (before anything is written)."""
     if x is None:
         return
-    shape = getattr(model, "input_shape", None)
-    if shape is not None:  # a CNN: samples shaped like its input, or flat rows
-        want = [tuple(shape), (math.prod(shape),)]
-        if x.ndim < 2 or tuple(x.shape[1:]) not in want:
-            raise CliError(
-                f"expected --data x of shape [rows, {', '.join(map(str, shape))}], "
-                f"got {list(x.shape)}"
-            )
-        return
-    n_in = getattr(model, "widths", [None])[0]
-    if n_in is not None and (x.ndim != 2 or x.shape[1] != n_in):
-        raise CliError(f"expected --data x of shape [rows, {n_in}], got {list(x.shape)}")
+    shapes = model.sample_shapes() if hasattr(model, "sample_shapes") else ((model.widths[0],),)
+    if x.ndim < 2 or tuple(x.shape[1:]) not in shapes:
+        want = " or ".join(f"[rows, {', '.join(map(str, s))}]" for s in shapes)
+        raise CliError(f"expected --data x of shape {want}, got {list(x.shape)}")
 
 
 def _write(args: argparse.Namespace, model, out: Path, x, y) -> list[Path]:
