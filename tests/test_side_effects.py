@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import batch, make_model
+from conftest import assert_unchanged, batch, make_model, snapshot
 
 import isoproof as ip
 
@@ -50,3 +50,24 @@ def test_pruning_a_sparsified_layer_makes_its_map_dense_again():
     assert 1 in model.diagonal_layers
     ip.prune(model, 0, 1)
     assert 1 not in model.diagonal_layers
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda m: ip.rotate(m, 1, ip.testing.random_orthogonal(6)),
+        lambda m: ip.prune(m, 1, 1),
+        lambda m: ip.sparsify(m),
+    ],
+    ids=["rotate", "prune", "sparsify"],
+)
+def test_tied_weights_are_refused_and_the_model_is_untouched(op):
+    """Tied maps cannot follow a change of basis (a rotate once moved the output by 0.81 while
+    its receipt said bound 0): refused with the model unchanged."""
+    model = make_model([4, 6, 6, 6, 3])
+    model.linears[2].weight = model.linears[1].weight
+    before = snapshot(model)
+    with pytest.raises(ip.IsoproofError, match="tied weights"):
+        op(model)
+    assert model.linears[2].weight is model.linears[1].weight
+    assert_unchanged(model, before)

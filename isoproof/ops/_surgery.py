@@ -42,13 +42,13 @@ from torch.nn.parallel import DistributedDataParallel
 from .._validate import check_int
 from ..diagonal import DiagonalConv, DiagonalLinear
 from ..exceptions import (
+    IsoproofError,
     LayerIndexError,
     NonFiniteError,
     NotIsotropicError,
     UnsynchronisedError,
     WidthError,
 )
-from ..mlp import IsotropicMLP
 from ..network import IsotropicNet, count_parameters
 from ..optim import (
     FIRST_MOMENTS,
@@ -201,6 +201,7 @@ class Surgery:
         self._svals: dict[int, tuple[int, torch.Tensor]] = {}
         self._check_finite()
         self._params = self._slot_params()
+        _check_untied(self._params)
         moments = read_moments(optimizer, self._params)
         for (kind, i), ms in moments.items():
             for name, v in ms.items():
@@ -463,24 +464,31 @@ def _eval(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
+def _check_untied(params: dict[Hashable, nn.Parameter]) -> None:
+    """Refuse maps that share a Parameter (tied weights): a change of basis acts on each map
+    alone, so one shared tensor cannot hold both results and the function would change while the
+    receipt reports an exact operation."""
+    owner: dict[int, Hashable] = {}
+    for slot, p in params.items():
+        first = owner.setdefault(id(p), slot)
+        if first != slot:
+            raise IsoproofError(
+                f"expected every map to own its parameters, got {first} and {slot} sharing one "
+                "(tied weights): untie them (e.g. assign a clone) before a structural operation"
+            )
+
+
 def check_probe(model: IsotropicNet, probe: object) -> torch.Tensor:
     """Refuse a probe the receipts cannot measure on: not a floating tensor of samples the model
-    takes (rows ``[..., n0]`` for an MLP; ``[B, *input_shape]`` or flat rows for a conv net)
-    with at least one sample, or holding NaN/Inf (the change would read NaN)."""
-    if isinstance(model, IsotropicMLP):
-        n0 = model.widths[0]
-        want = f"[rows, {n0}]"
-        ok = isinstance(probe, torch.Tensor) and probe.dim() >= 1 and probe.shape[-1] == n0
-    else:
-        shape = tuple(getattr(model, "input_shape", ()))
-        flat = int(torch.tensor(shape).prod()) if shape else 0
-        want = f"[B, {', '.join(map(str, shape))}] or [B, {flat}]"
-        ok = isinstance(probe, torch.Tensor) and (
-            tuple(probe.shape[1:]) == shape or tuple(probe.shape[1:]) == (flat,)
-        )
+    takes (:meth:`~isoproof.network.IsotropicNet.sample_shapes`: rows ``[..., n0]`` for an MLP;
+    ``[B, *input_shape]`` or flat rows for a conv net) with at least one sample, or holding NaN/Inf
+    (the change would read NaN)."""
+    shapes = model.sample_shapes()
+    want = " or ".join(f"[rows, {', '.join(map(str, s))}]" for s in shapes)
     if not isinstance(probe, torch.Tensor) or not probe.is_floating_point():
         raise WidthError(f"expected a floating-point probe tensor {want}, got {probe!r:.60}")
-    if not ok or probe.numel() == 0:
+    fits = any(probe.dim() >= len(s) and tuple(probe.shape[-len(s) :]) == s for s in shapes)
+    if not fits or probe.numel() == 0:
         raise WidthError(f"expected a probe of shape {want}, got {list(probe.shape)}")
     if not bool(torch.isfinite(probe).all()):
         raise NonFiniteError("expected a finite probe, got NaN/Inf entries")
