@@ -226,6 +226,7 @@ class VerificationReport:
             ok=self.ok,
             max_abs=self.max_abs,
             accuracy_change_pp=self.accuracy_change,
+            int8_limit=self.int8_limit,
             runtimes=self.runtimes(),
         )
         return out

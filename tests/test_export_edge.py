@@ -262,6 +262,7 @@ def test_int8_criterion_passes_untrained_zero_output_models(
     assert report.ok, report.table()
     assert scale_range[0] <= report.output_scale <= scale_range[1]
     assert report.int8_limit == 0.5 * max(INT8_SCALE_FLOOR, report.output_scale)
+    assert report.to_dict()["int8_limit"] == report.int8_limit
     assert all(math.isfinite(r.max_rel) for r in report.results)
     zeros = [r for r in report.results if r.name == "zeros"]
     assert zeros and all(r.max_abs == 0.0 and r.ok for r in zeros)
