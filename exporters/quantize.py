@@ -134,63 +134,13 @@ def quantize_int8(
     Returns:
         The :class:`Int8Report`.
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-
     source = Path(path)
-    if not source.is_file():
-        raise ExportError(f"expected an ONNX file at {source}, got no such file")
-    proto = onnx.load(str(source))
-    ensure_node_names(proto.graph)
-    excluded = sorted({name for group in norm_subgraphs(proto) for name in group})
-    dtype, n_in, fixed = input_signature(proto)  # n_in: the sample shape
-    if dtype != np.float32:
-        raise ExportError(f"expected a float32 ONNX file, got input dtype {np.dtype(dtype).name}")
-    if labelled is not None:
-        x = _as_array(labelled[0], n_in, "labelled inputs")
-        y = np.asarray(labelled[1].cpu() if isinstance(labelled[1], torch.Tensor) else labelled[1])
-        if y.shape != (x.shape[0],):
-            raise ExportError(f"expected labels of shape [{x.shape[0]}], got {y.shape}")
-    with tempfile.TemporaryDirectory(prefix="isoproof-int8-") as tmp, _quiet_quantizer():
-        staged = Path(tmp) / "int8.onnx"
-        if calibration is None:
-            mode = "dynamic"
-            gemm_to_matmul(proto)
-            quantize_dynamic(
-                proto,
-                staged,
-                op_types_to_quantize=["MatMul", "Conv"],
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                extra_options={"MatMulConstBOnly": True},
-            )
-        else:
-            mode = "static QDQ"
-            rows = _as_array(calibration, n_in, "calibration")
-            if opset_of(proto) < _QDQ_OPSET:  # the reference evaluator's DequantizeLinear needs 19
-                proto = version_converter.convert_version(proto, _QDQ_OPSET)
-            quantize_static(
-                proto,
-                staged,
-                _Reader(rows, fixed),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Gemm", "MatMul", "Conv"],
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                extra_options={"MatMulConstBOnly": True},
-            )
-        result = onnx.load(str(staged))
-    nodes = result.graph.node
-    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
-    quantized = sum(
-        n.op_type in ("MatMulInteger", "ConvInteger")
-        or (n.op_type in ("Gemm", "MatMul", "Conv") and any(i in dequantized for i in n.input))
-        for n in nodes
-    )
+    proto, excluded, n_in, fixed = _load_float32(source)
+    x, y = (None, None) if labelled is None else _labelled_arrays(labelled, n_in)
+    rows = None if calibration is None else _as_array(calibration, n_in, "calibration")
+    mode = "dynamic" if rows is None else "static QDQ"
+    result = _quantized(proto, excluded, rows, fixed, per_channel, reduce_range)
+    quantized = _count_quantized(result)
     if quantized == 0:
         raise ExportError(
             f"expected at least one quantised MatMul/Gemm/Conv in {source.name}, got none"
@@ -202,13 +152,9 @@ def quantize_int8(
         f"int8 {mode}, per_channel={per_channel}, reduce_range={reduce_range}",
     )
     out = save_model(check_proto(result), out)
-
     accuracy_before = accuracy_after = max_change = None
-    if labelled is not None:
-        before, after = (_logits(p, x, fixed) for p in (source, out))
-        accuracy_before = float((before.argmax(1) == y).mean())
-        accuracy_after = float((after.argmax(1) == y).mean())
-        max_change = float(np.abs(after - before).max())
+    if x is not None:
+        accuracy_before, accuracy_after, max_change = _accuracy_change(source, out, x, y, fixed)
     return Int8Report(
         path=str(out),
         mode=mode,
@@ -222,6 +168,93 @@ def quantize_int8(
         accuracy_after=accuracy_after,
         max_abs_logit_change=max_change,
     )
+
+
+def _load_float32(source: Path) -> tuple[onnx.ModelProto, list[str], tuple[int, ...], int | None]:
+    """The float32 file at ``source``: its graph (every node named), the names of its norm
+    subgraphs' nodes (never quantised), its sample shape and its fixed batch (or ``None``)."""
+    if not source.is_file():
+        raise ExportError(f"expected an ONNX file at {source}, got no such file")
+    proto = onnx.load(str(source))
+    ensure_node_names(proto.graph)
+    excluded = sorted({name for group in norm_subgraphs(proto) for name in group})
+    dtype, n_in, fixed = input_signature(proto)  # n_in: the sample shape
+    if dtype != np.float32:
+        raise ExportError(f"expected a float32 ONNX file, got input dtype {np.dtype(dtype).name}")
+    return proto, excluded, n_in, fixed
+
+
+def _labelled_arrays(
+    labelled: tuple[ArrayLike, ArrayLike | Sequence[int]], sample: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` as arrays: ``x`` float32 ``[rows, *sample]``, ``y`` ``[rows]``."""
+    x = _as_array(labelled[0], sample, "labelled inputs")
+    y = np.asarray(labelled[1].cpu() if isinstance(labelled[1], torch.Tensor) else labelled[1])
+    if y.shape != (x.shape[0],):
+        raise ExportError(f"expected labels of shape [{x.shape[0]}], got {y.shape}")
+    return x, y
+
+
+def _quantized(
+    proto: onnx.ModelProto,
+    excluded: list[str],
+    rows: np.ndarray | None,
+    fixed: int | None,
+    per_channel: bool,
+    reduce_range: bool,
+) -> onnx.ModelProto:
+    """onnxruntime's quantiser on ``proto`` (modified: Gemm -> MatMul, or raised to opset 19):
+    dynamic without calibration ``rows``, static QDQ calibrated on them otherwise."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    common = {
+        "per_channel": per_channel,
+        "reduce_range": reduce_range,
+        "weight_type": QuantType.QInt8,
+        "nodes_to_exclude": excluded,
+        "extra_options": {"MatMulConstBOnly": True},
+    }
+    with tempfile.TemporaryDirectory(prefix="isoproof-int8-") as tmp, _quiet_quantizer():
+        staged = Path(tmp) / "int8.onnx"
+        if rows is None:
+            gemm_to_matmul(proto)
+            quantize_dynamic(proto, staged, op_types_to_quantize=["MatMul", "Conv"], **common)
+        else:
+            if opset_of(proto) < _QDQ_OPSET:  # the reference evaluator's DequantizeLinear needs 19
+                proto = version_converter.convert_version(proto, _QDQ_OPSET)
+            quantize_static(
+                proto,
+                staged,
+                _Reader(rows, fixed),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Gemm", "MatMul", "Conv"],
+                activation_type=QuantType.QInt8,
+                **common,
+            )
+        return onnx.load(str(staged))
+
+
+def _count_quantized(proto: onnx.ModelProto) -> int:
+    """Nodes computing on int8 weights: ``MatMulInteger``/``ConvInteger`` (dynamic), or
+    ``Gemm``/``MatMul``/``Conv`` fed by a ``DequantizeLinear`` (static QDQ)."""
+    nodes = proto.graph.node
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    return sum(
+        n.op_type in ("MatMulInteger", "ConvInteger")
+        or (n.op_type in ("Gemm", "MatMul", "Conv") and any(i in dequantized for i in n.input))
+        for n in nodes
+    )
+
+
+def _accuracy_change(
+    source: Path, out: Path, x: np.ndarray, y: np.ndarray, fixed: int | None
+) -> tuple[float, float, float]:
+    """Accuracy of the float32 file ``source`` and of the int8 file ``out`` on ``(x, y)`` (both
+    in onnxruntime's CPU provider), and the largest change of any logit."""
+    before, after = (_logits(p, x, fixed) for p in (source, out))
+    accuracy_before = float((before.argmax(1) == y).mean())
+    accuracy_after = float((after.argmax(1) == y).mean())
+    return accuracy_before, accuracy_after, float(np.abs(after - before).max())
 
 
 def gemm_to_matmul(proto: onnx.ModelProto) -> int:

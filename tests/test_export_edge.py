@@ -10,6 +10,7 @@ kernels and hides overflow: the negative control below shows it).
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import onnx
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from isoproof.exporters import (
     ExportError,
+    VerificationError,
     export_onnx,
     mobile_usability,
     quantize_int8,
@@ -27,7 +29,16 @@ from isoproof.exporters import (
 )
 from isoproof.exporters.graph import norm_subgraphs, ops_used
 from isoproof.exporters.runtime import ort_session
-from isoproof.exporters.verify import TOLERANCES
+from isoproof.exporters.verify import (
+    INT8_MAX_RELATIVE_ERROR,
+    INT8_MIN_AGREEMENT,
+    INT8_SCALE_FLOOR,
+    INT8_UNBOUNDED_SETS,
+    TOLERANCES,
+    allowed_error,
+    top1_agreement,
+)
+from onnx import numpy_helper
 
 import isoproof as ip
 
@@ -156,6 +167,120 @@ def test_int8_static_qdq_with_calibration(digits):
     assert checked.opset == 19 and checked.ok
     with pytest.raises(ExportError, match="calibration of shape"):
         quantize_int8(digits["path"], out, calibration=x_train[:, :10])
+
+
+def _zero_int8_weights(src, dst) -> int:
+    """A copy of the int8 file ``src`` whose quantised weight matrices are all zero (edited with
+    ``onnx.numpy_helper``: scales, zero points and biases untouched); returns how many."""
+    proto = onnx.load(str(src))
+    count = 0
+    for init in proto.graph.initializer:
+        weight = numpy_helper.to_array(init)
+        if weight.dtype == np.int8 and weight.ndim == 2:
+            init.CopyFrom(numpy_helper.from_array(np.zeros_like(weight), init.name))
+            count += 1
+    onnx.save(proto, str(dst))
+    return count
+
+
+@pytest.fixture(scope="module")
+def int8_files(digits):
+    """The honest dynamic and static QDQ int8 files of the digits model."""
+    folder, x_train = digits["folder"], digits["train"][0]
+    return {
+        "dynamic": quantize_int8(digits["path"], folder / "crit.int8.onnx").path,
+        "static": quantize_int8(
+            digits["path"], folder / "crit.qdq.onnx", calibration=x_train[:256]
+        ).path,
+    }
+
+
+def _bounded(report) -> list:
+    return [r for r in report.results if r.name not in INT8_UNBOUNDED_SETS]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_criterion_passes_an_honest_export_without_labels(digits, int8_files, mode):
+    model, (x, _) = digits["model"], digits["test"]
+    for inputs in (None, x):  # adversarial sets only, then with unlabelled real data
+        report = verify_onnx(int8_files[mode], model, inputs=inputs)
+        assert report.ok and report.kind == "int8", report.table()
+        assert report.max_relative_error == INT8_MAX_RELATIVE_ERROR == 0.5
+        assert report.min_agreement == INT8_MIN_AGREEMENT == 0.8
+        assert 3 < report.output_scale < 5  # the float model's largest |logit|
+        rel = max(r.max_rel for r in _bounded(report))
+        assert 0 < rel < 0.2  # measured: dynamic 0.03, static 0.15 (of the output scale)
+        assert min(report.agreement.values()) >= 0.9  # measured: 0.95 (static, no data) to 0.99
+        assert "top-1 agreement >= 0.8" in report.table()
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_criterion_fails_a_file_with_zeroed_weights(digits, int8_files, mode, tmp_path):
+    """Without labels a zeroed file used to pass (only NaN/Inf and accuracy were checked)."""
+    model, (x, y) = digits["model"], digits["test"]
+    zeroed = tmp_path / "zeroed.onnx"
+    assert _zero_int8_weights(int8_files[mode], zeroed) == 3  # the three affine maps
+    for inputs in (None, x):
+        report = verify_onnx(zeroed, model, inputs=inputs, raise_on_failure=False)
+        assert not report.ok
+        assert max(r.max_rel for r in _bounded(report)) > 0.95  # measured: 1.01 x the scale
+        assert max(report.agreement.values()) < 0.2  # measured: 0.08 (chance is 0.1)
+        text = "; ".join(report.failures)
+        assert "expected max abs error <=" in text and "(int8: 0.5 x max(0.001" in text
+        assert "expected top-1 agreement with the float model >= 0.8, got 0.0" in text
+    with pytest.raises(VerificationError, match="expected top-1 agreement"):
+        verify_onnx(zeroed, model, inputs=x, labels=y)  # labelled: the accuracy drop too
+
+
+def _untrained(last_scale: float) -> ip.IsotropicMLP:
+    """An untrained model (zero biases: its output at 0 is exactly 0) whose last weight matrix
+    is scaled by ``last_scale``."""
+    model = ip.IsotropicMLP(WIDTHS, generator=torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        model.linears[-1].weight.mul_(last_scale)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("last_scale", "scale_range"),
+    [
+        (1.0, (0.1, 1.0)),  # ordinary: exactly 0 on the zeros set (inf * 0 gave NaN there)
+        (0.0, (0.0, 0.0)),  # every output exactly 0: no division by a zero scale
+        (1e-40, (1e-42, 1e-40)),  # near 0: float32 int8 output underflows to 0, float64 not
+    ],
+)
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_int8_criterion_passes_untrained_zero_output_models(
+    tmp_path, last_scale, scale_range, calibrated
+):
+    model = _untrained(last_scale)
+    rows = torch.randn(128, WIDTHS[0], generator=torch.Generator().manual_seed(1))
+    path = export_onnx(model, tmp_path / "untrained.onnx")
+    calibration = rows if calibrated else None
+    int8 = quantize_int8(path, tmp_path / "untrained.int8.onnx", calibration=calibration).path
+    report = verify_onnx(int8, model)
+    assert report.ok, report.table()
+    assert scale_range[0] <= report.output_scale <= scale_range[1]
+    assert report.int8_limit == 0.5 * max(INT8_SCALE_FLOOR, report.output_scale)
+    assert report.to_dict()["int8_limit"] == report.int8_limit
+    assert all(math.isfinite(r.max_rel) for r in report.results)
+    zeros = [r for r in report.results if r.name == "zeros"]
+    assert zeros and all(r.max_abs == 0.0 and r.ok for r in zeros)
+    assert min(report.agreement.values()) >= 0.95
+
+
+def test_allowed_error_holds_a_zero_output_to_atol() -> None:
+    y_ref = np.array([[0.0, 2.0, -4.0]])
+    assert allowed_error(y_ref, math.inf, math.inf).tolist() == [[math.inf] * 3]  # was NaN at 0
+    assert allowed_error(y_ref, 1e-3, 0.5).tolist() == [[1e-3, 1.001, 2.001]]
+    assert allowed_error(y_ref, 0.0, math.inf).tolist() == [[0.0, math.inf, math.inf]]
+
+
+def test_top1_agreement_counts_ties_within_the_floor() -> None:
+    ref = np.array([[0.0, 1.0, 0.5], [1e-4, 0.0, 0.0], [1.0, 1.0 - 1e-4, 0.0], [3.0, 0.0, 0.0]])
+    got = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 1e-9], [0.0, 1.0, 0.0], [0.0, 0.1, 0.0]])
+    assert top1_agreement(got, ref, 1e-3).tolist() == [True, True, True, False]
+    assert top1_agreement(got, ref, 0.0).tolist() == [True, False, False, False]
 
 
 def test_ort_format_loads_and_matches(digits, tmp_path):

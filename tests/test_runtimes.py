@@ -4,8 +4,9 @@ A digits classifier is trained for 4 epochs, pruned (8 neurons per hidden layer)
 sparsified, saved, and exported by the CLI (``isoproof export --int8``). Both files then run in
 every runtime back-end through :func:`exporters.verify_onnx` on the same input sets (random,
 real digits, zeros, norms 1e-12..1e4, batch 1 and 7): float32 parity <= 1e-5 against float64
-torch, int8 within the accuracy criterion. A file whose weights were changed after export, and a
-file no runtime can load, are failures in every back-end. The browser starts once per session.
+torch, int8 within the int8 criterion (error relative to the output scale, top-1 agreement,
+accuracy). A file whose weights were changed after export, and a file no runtime can load, are
+failures in every back-end. The browser starts once per session.
 """
 
 from __future__ import annotations
