@@ -245,7 +245,7 @@ def named_state(
 
     Returns:
         ``(tensors, description)``: the state tensors named ``"<parameter>/<key>"`` (moments and
-        ``step``), and a JSON-ready ``{"class", "param_groups", "state"}``: each group's
+        ``step``; the live tensors, not copies: the next step changes them), and a JSON-ready ``{"class", "param_groups", "state"}``: each group's
         hyper-parameters with the names of its parameters, and each parameter's state keys.
 
     Raises:
@@ -372,7 +372,7 @@ def check_named_state(
     if not isinstance(description, dict) or set(description) != {"class", "param_groups", "state"}:
         raise _fail(f"expected a dict with class, param_groups and state, got {description!r:.80}")
     if description["class"] != type(optimizer).__name__:
-        raise _fail(f"expected a {type(optimizer).__name__} state, got {description['class']!r}")
+        raise _fail(f"expected the class {type(optimizer).__name__}, got {description['class']!r}")
     _check_groups(optimizer, names, description["param_groups"])
     params = dict(model.named_parameters())
     group_of = {n: i for i, group in enumerate(names) for n in group}

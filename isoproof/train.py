@@ -613,7 +613,8 @@ def _stored_history(path: Path, stored: dict[str, Any], epoch: int) -> History:
     names = {f.name for f in fields(History)}
     if set(stored) != names:
         raise CheckpointError(
-            f"{path}: expected a history with the entries {sorted(names)}, got {sorted(stored)}"
+            f"{path}: expected a history with every History field, got one missing "
+            f"{sorted(names - set(stored))} and with unknown {sorted(set(stored) - names)}"
         )
     per_epoch = names - {"settings", "task_names"}
     bad = sorted(n for n in per_epoch if not isinstance(stored[n], list))

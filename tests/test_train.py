@@ -302,7 +302,7 @@ def test_resume_refuses_another_model_or_other_settings(runs, digits):
         fit(model, digits, epochs=4, optimizer=opt, resume=path, **(RESUME | {"lr": 1e-2}))
     with pytest.raises(CheckpointError, match="setting seed=0, got seed=1"):
         fit(model, digits, epochs=4, optimizer=opt, resume=path, **(RESUME | {"seed": 1}))
-    with pytest.raises(CheckpointError, match="expected a SGD state, got 'AdamW'"):
+    with pytest.raises(CheckpointError, match="expected the class SGD, got 'AdamW'"):
         fit(model, digits, epochs=4, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             resume=path, **RESUME)  # fmt: skip
     with pytest.raises(IsoproofError, match="expected epochs >= 2"):
