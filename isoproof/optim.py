@@ -245,8 +245,9 @@ def named_state(
 
     Returns:
         ``(tensors, description)``: the state tensors named ``"<parameter>/<key>"`` (moments and
-        ``step``; the live tensors, not copies: the next step changes them), and a JSON-ready ``{"class", "param_groups", "state"}``: each group's
-        hyper-parameters with the names of its parameters, and each parameter's state keys.
+        ``step``; the live tensors, not copies: the next step changes them), and a JSON-ready
+        ``{"class", "param_groups", "state"}``: each group's hyper-parameters with the names of
+        its parameters, and each parameter's state keys.
 
     Raises:
         UnsupportedOptimizerError: not SGD/Adam/AdamW, or it holds a parameter not in ``model``.
