@@ -72,6 +72,7 @@ __all__ = [
     "synchronised",
     "world_size",
     "wrap",
+    "write_on_rank0",
 ]
 
 _KWARGS: weakref.WeakKeyDictionary[DDP, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -371,14 +372,31 @@ def broadcast_json(obj: Any, device: torch.device | str = "cpu") -> Any:
     return json.loads(buf.cpu().numpy().tobytes().decode())
 
 
+def write_on_rank0(write: Callable[[], object], device: torch.device | str = "cpu") -> None:
+    """Rank 0 runs ``write`` (a file write, atomic by :mod:`isoproof.files`); every rank waits
+    until it is done, so all can read the file next. If it fails on rank 0, every rank raises
+    (rank 0 its own error): nobody waits for a file that never comes.
+
+    Raises:
+        IsoproofError: on the other ranks, when rank 0's write failed.
+    """
+    error: BaseException | None = None
+    if rank() == 0:
+        try:
+            write()
+        except BaseException as e:  # re-raised below, after every rank knows
+            error = e
+    if any_process(error is not None, device):  # also the barrier
+        if error is not None:
+            raise error
+        raise IsoproofError("expected rank 0 to write the file, got an error there")
+
+
 def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Rank 0 writes ``model`` with :func:`isoproof.save` (atomically); every rank waits until
     the file is complete, so all can :func:`isoproof.load` it next. Returns the path."""
     from .io import save as save_model
 
     module = model.module if isinstance(model, DDP) else model
-    if rank() == 0:
-        save_model(module, path)
-    if is_distributed():
-        dist.barrier()
+    write_on_rank0(lambda: save_model(module, path), _device(module))
     return Path(path)

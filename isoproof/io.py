@@ -31,6 +31,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ __all__ = [
     "FORMATS",
     "MAX_CONFIG_BYTES",
     "MAX_HEADER_BYTES",
+    "MAX_TRAINING_BYTES",
+    "TRAINING_PREFIX",
     "load",
     "model_digest",
     "read_metadata",
@@ -65,6 +68,10 @@ FORMATS: dict[str, type[nn.Module]] = {FORMAT: IsotropicMLP}
 MAX_HEADER_BYTES = 16 * 2**20
 #: Largest config (JSON text) :func:`load` builds a model from.
 MAX_CONFIG_BYTES = 8 * 2**10
+#: Largest ``training`` metadata (JSON text) of a training checkpoint (:mod:`isoproof.checkpoint`).
+MAX_TRAINING_BYTES = 2**20
+#: Name prefix of a training checkpoint's tensors that are not the model's.
+TRAINING_PREFIX = "train/"
 
 _ST_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -89,9 +96,13 @@ def _digest(tensors: dict[str, torch.Tensor], prefix: str = "") -> str:
     return h.hexdigest()
 
 
-def _prefix(fmt: str, config_json: str) -> str:
-    """What the digest covers besides the tensors: every metadata field that changes behaviour."""
-    return f"isoproof-checkpoint/2|{fmt}|{config_json}|"
+def _prefix(fmt: str, config_json: str, training_json: str | None = None) -> str:
+    """What the digest covers besides the tensors: every metadata field that changes behaviour
+    (a training checkpoint's ``training`` entry too)."""
+    prefix = f"isoproof-checkpoint/2|{fmt}|{config_json}|"
+    if training_json is not None:
+        prefix += f"training|{len(training_json)}|{training_json}|"
+    return prefix
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -146,22 +157,35 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         NotIsotropicError: the class is not registered (:func:`register_format`).
         NonFiniteError: a parameter or buffer holds NaN/Inf (nothing is written).
     """
+    return _write(model, path)
+
+
+def _write(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    training: tuple[dict[str, torch.Tensor], str] | None = None,
+) -> Path:
+    """:func:`save`, with a training checkpoint's ``(tensors named train/..., JSON)`` added."""
     fmt = _format_of(model)
     if isinstance(model, IsotropicNet):
         check_maps(model)
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    training_json = None
+    if training is not None:
+        extra, training_json = training
+        if not all(k.startswith(TRAINING_PREFIX) for k in extra):
+            raise IsoproofError(f"expected tensor names starting {TRAINING_PREFIX!r}, got {extra}")
+        tensors |= {k: v.detach().contiguous().cpu() for k, v in extra.items()}
     for key, t in tensors.items():
         # gain_means is NaN by design until gains are recorded
         if t.is_floating_point() and key != "gain_means" and not bool(torch.isfinite(t).all()):
             raise NonFiniteError(f"expected finite weights, got NaN/Inf in {key!r} (not saved)")
     config_json = json.dumps(model.config())  # type: ignore[operator]
-    metadata = {
-        "format": fmt,
-        "config": config_json,
-        "isoproof_version": __version__,
-        "sha256": _digest(tensors, _prefix(fmt, config_json)),
-    }
+    metadata = {"format": fmt, "config": config_json, "isoproof_version": __version__}
+    if training_json is not None:
+        metadata["training"] = training_json
+    metadata["sha256"] = _digest(tensors, _prefix(fmt, config_json, training_json))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -173,8 +197,10 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     Reads the header only (never the tensors).
     """
     path = Path(path)
-    meta = _read_header(path)[0]
-    meta["config"] = json.loads(meta["config"])
+    meta: dict[str, Any] = dict(_read_header(path)[0])
+    for key in ("config", "training"):
+        if key in meta:
+            meta[key] = json.loads(meta[key])
     return meta
 
 
@@ -213,16 +239,17 @@ def _read_header(
     specs = {k: _tensor_spec(path, k, v, size - 8 - n) for k, v in header.items()}
     if meta.get("format") not in FORMATS:
         raise _fail(path, f"expected a format in {sorted(FORMATS)}, got {meta.get('format')!r}")
-    config = meta.get("config")
-    if not isinstance(config, str) or len(config) > MAX_CONFIG_BYTES:
-        got = "none" if config is None else f"{len(config)} characters"
-        raise _fail(
-            path, f"expected a JSON 'config' of at most {MAX_CONFIG_BYTES} bytes, got {got}"
-        )
-    try:
-        json.loads(config)
-    except json.JSONDecodeError as e:
-        raise _fail(path, f"expected a JSON 'config' in the metadata ({e})") from None
+    for key, limit in (("config", MAX_CONFIG_BYTES), ("training", MAX_TRAINING_BYTES)):
+        text = meta.get(key)
+        if key == "training" and text is None:
+            continue  # a model file, not a training checkpoint
+        if not isinstance(text, str) or len(text) > limit:
+            got = "none" if text is None else f"{len(text)} characters"
+            raise _fail(path, f"expected a JSON {key!r} of at most {limit} bytes, got {got}")
+        try:
+            json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise _fail(path, f"expected a JSON {key!r} in the metadata ({e})") from None
     return meta, specs
 
 
@@ -266,31 +293,72 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
             "expected a device that holds data, got 'meta' (for the architecture alone use "
             "from_config(read_metadata(path)['config'], device='meta'))"
         )
-    meta, specs = _read_header(path)
-    cfg = json.loads(meta["config"])
-    try:
-        model = FORMATS[meta["format"]].from_config(cfg, device="meta")  # type: ignore[attr-defined]
-    except IsoproofError as e:
-        raise _fail(path, f"invalid config ({e})") from None
-    expected = {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}
-    if expected != specs:
-        missing = sorted(set(expected) - set(specs))
-        extra = sorted(set(specs) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(specs) if expected[k] != specs[k])
+    built: list[nn.Module] = []
+
+    def check(meta: dict[str, str], specs: Specs) -> None:
+        try:
+            cfg = json.loads(meta["config"])
+            built.append(FORMATS[meta["format"]].from_config(cfg, device="meta"))  # type: ignore[attr-defined]
+        except IsoproofError as e:
+            raise _fail(path, f"invalid config ({e})") from None
+        check_specs(path, built[0].state_dict(), model_specs(meta, specs), "the config")
+
+    meta, tensors = read_checked(path, check)
+    model = built[0].to_empty(device=device or "cpu")
+    model.load_state_dict(model_specs(meta, tensors), strict=True)
+    return model
+
+
+Specs = dict[str, tuple[torch.dtype, tuple[int, ...]]]
+
+
+def model_specs(meta: dict[str, str], entries: dict[str, Any]) -> dict[str, Any]:
+    """The model's entries of a file's tensors (all but a training checkpoint's ``train/...``)."""
+    if "training" not in meta:
+        return entries
+    return {k: v for k, v in entries.items() if not k.startswith(TRAINING_PREFIX)}
+
+
+def check_specs(
+    path: Path, expected: dict[str, torch.Tensor] | Specs, specs: Specs, what: str
+) -> None:
+    """Raise :class:`CheckpointError` unless the header's tensors ``specs`` are exactly
+    ``expected`` (tensors or ``(dtype, shape)``) in names, dtypes and shapes."""
+    want = {
+        k: (v.dtype, tuple(v.shape)) if isinstance(v, torch.Tensor) else (v[0], tuple(v[1]))
+        for k, v in expected.items()
+    }
+    if want != specs:
+        missing = sorted(set(want) - set(specs))
+        extra = sorted(set(specs) - set(want))
+        wrong = [
+            f"{k}: expected {list(want[k][1])} {want[k][0]}, got {list(specs[k][1])} {specs[k][0]}"
+            for k in sorted(set(want) & set(specs))
+            if want[k] != specs[k]
+        ]
         raise _fail(
             path,
-            f"tensors do not match the config (missing {missing}, unexpected {extra}, "
+            f"tensors do not match {what} (missing {missing}, unexpected {extra}, "
             f"wrong shape or dtype {wrong})",
         )
+
+
+def read_checked(
+    path: Path, check: Callable[[dict[str, str], Specs], None]
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Read a checkpoint's header, run ``check(metadata, specs)`` (it raises
+    :class:`CheckpointError` before any tensor is allocated), then read the tensors (on the CPU)
+    and verify the SHA-256. Returns ``(metadata, tensors)``."""
+    meta, specs = _read_header(path)
+    check(meta, specs)
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises several types for damaged files
         raise _fail(path, f"not a readable safetensors file ({e})") from None
-    if meta.get("sha256") != _digest(tensors, _prefix(meta["format"], meta["config"])):
+    prefix = _prefix(meta["format"], meta["config"], meta.get("training"))
+    if meta.get("sha256") != _digest(tensors, prefix):
         raise _fail(path, "config or tensor data does not match its SHA-256 (corrupted or edited)")
-    model = model.to_empty(device=device or "cpu")
-    model.load_state_dict(tensors, strict=True)
-    return model
+    return meta, tensors
 
 
 register_format("isoproof.IsotropicConvNet/1", IsotropicConvNet)

@@ -16,6 +16,11 @@ routine that applies such a map, to parameter values and to optimiser moments al
 Only ``torch.optim.SGD``, ``Adam`` and ``AdamW`` are supported; anything else raises
 :class:`~isoproof.exceptions.UnsupportedOptimizerError` before anything changes.
 
+For a training checkpoint (:mod:`isoproof.checkpoint`) the state is keyed by parameter *name*,
+which every resize keeps: :func:`named_state` describes it, :func:`check_named_state` checks a
+stored description against an optimiser before anything is read, and :func:`named_state_dict`
+turns it back into the ``state_dict`` that ``Optimizer.load_state_dict`` takes.
+
 Example (SGD momentum commutes with rotation exactly)::
 
     >>> A = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
@@ -26,13 +31,15 @@ Example (SGD momentum commutes with rotation exactly)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .exceptions import NonFiniteError, UnsupportedOptimizerError
+from .exceptions import CheckpointError, IsoproofError, NonFiniteError, UnsupportedOptimizerError
 
 __all__ = [
     "FIRST_MOMENTS",
@@ -40,7 +47,10 @@ __all__ = [
     "SUPPORTED_OPTIMIZERS",
     "Embedding",
     "apply_linear",
+    "check_named_state",
     "check_optimizer",
+    "named_state",
+    "named_state_dict",
     "read_moments",
     "write_moments",
 ]
@@ -202,3 +212,235 @@ def write_moments(
         for name, value in moments.get(key, {}).items():
             updated[name] = value.to(dtype=p_new.dtype, device=p_new.device).reshape(p_new.shape)
         optimizer.state[p_new] = updated
+
+
+# ----------------------------------------------------------------------- checkpoints
+Specs = dict[str, tuple[torch.dtype, tuple[int, ...]]]
+_GROUP_KEYS = ("params", "param_names")  # not hyper-parameters
+
+
+def _names(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[list[str]]:
+    """Each group's parameter names in ``model``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = []
+    for group in optimizer.param_groups:
+        missing = [tuple(p.shape) for p in group["params"] if id(p) not in names]
+        if missing:
+            raise UnsupportedOptimizerError(
+                f"expected an optimizer over the model's parameters, got parameters of shapes "
+                f"{missing} that are not the model's"
+            )
+        out.append([names[id(p)] for p in group["params"]])
+    return out
+
+
+def named_state(
+    optimizer: torch.optim.Optimizer, model: nn.Module
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimiser's state keyed by parameter name, for a checkpoint.
+
+    Args:
+        optimizer: an SGD, Adam or AdamW over ``model``'s parameters.
+        model: the module whose ``named_parameters`` name them.
+
+    Returns:
+        ``(tensors, description)``: the state tensors named ``"<parameter>/<key>"`` (moments and
+        ``step``; the live tensors, not copies: the next step changes them), and a JSON-ready
+        ``{"class", "param_groups", "state"}``: each group's hyper-parameters with the names of
+        its parameters, and each parameter's state keys.
+
+    Raises:
+        UnsupportedOptimizerError: not SGD/Adam/AdamW, or it holds a parameter not in ``model``.
+        IsoproofError: a hyper-parameter or state entry JSON or safetensors cannot store.
+
+    Examples:
+        >>> model = IsotropicMLP([3, 4, 2], dtype=torch.float64)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> model(torch.randn(5, 3, dtype=torch.float64)).sum().backward()
+        >>> opt.step()
+        >>> tensors, description = named_state(opt, model)
+        >>> sorted(tensors)[0], description["state"]["linears.0.weight"]
+        ('activations.0.log_o/momentum_buffer', ['momentum_buffer'])
+    """
+    check_optimizer(optimizer)
+    names = _names(optimizer, model)
+    groups = []
+    for group, params in zip(optimizer.param_groups, names, strict=True):
+        hyper = {k: v for k, v in group.items() if k not in _GROUP_KEYS}
+        for key, value in hyper.items():
+            ok = value is None or isinstance(value, bool | int | float | str)
+            ok |= isinstance(value, tuple | list) and all(type(v) in (int, float) for v in value)
+            if not ok:
+                raise IsoproofError(
+                    f"expected hyper-parameters that JSON can store, got {key}={value!r}"
+                )
+        hyper = {k: list(v) if isinstance(v, tuple | list) else v for k, v in hyper.items()}
+        groups.append({**hyper, "params": params})
+    by_id = {id(p): n for group, params in zip(optimizer.param_groups, names, strict=True)
+             for p, n in zip(group["params"], params, strict=True)}  # fmt: skip
+    tensors: dict[str, torch.Tensor] = {}
+    state: dict[str, list[str]] = {}
+    for p, entry in optimizer.state.items():
+        if id(p) not in by_id or not entry:  # left behind by a resize; never stepped
+            continue
+        for key, value in entry.items():
+            if not isinstance(value, torch.Tensor):
+                raise IsoproofError(f"expected tensor optimiser state, got {key}={value!r}")
+            tensors[f"{by_id[id(p)]}/{key}"] = value.detach()
+        state[by_id[id(p)]] = sorted(entry)
+    description = {"class": type(optimizer).__name__, "param_groups": groups, "state": state}
+    return tensors, description
+
+
+def _required(cls: str, group: Mapping[str, Any]) -> list[str]:
+    """The state keys every parameter with state has, for this class and group."""
+    if cls == "SGD":
+        return ["momentum_buffer"] if group.get("momentum") else []
+    return sorted(
+        ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group.get("amsgrad") else [])
+    )
+
+
+def _same_kind(current: object, saved: object) -> bool:
+    """Whether a stored hyper-parameter may replace the current one."""
+    if isinstance(current, bool) or current is None:
+        return saved is None or isinstance(saved, bool)
+    if isinstance(current, int | float):
+        return type(saved) in (int, float) and math.isfinite(saved)  # type: ignore[arg-type]
+    if isinstance(current, tuple | list):
+        return (
+            isinstance(saved, list)
+            and len(saved) == len(current)
+            and all(type(v) in (int, float) and math.isfinite(v) for v in saved)
+        )
+    return type(saved) is type(current)
+
+
+def _fail(why: str) -> CheckpointError:
+    return CheckpointError(f"optimiser state: {why}")
+
+
+def _check_groups(optimizer: torch.optim.Optimizer, names: list[list[str]], saved: object) -> None:
+    """The stored groups cover the same parameter names and hold replaceable hyper-parameters."""
+    if not isinstance(saved, list) or len(saved) != len(names):
+        got = len(saved) if isinstance(saved, list) else repr(saved)
+        raise _fail(f"expected {len(names)} parameter group(s), got {got}")
+    for i, (group, params, stored) in enumerate(
+        zip(optimizer.param_groups, names, saved, strict=True)
+    ):
+        if not isinstance(stored, dict) or stored.get("params") != params:
+            got = stored.get("params") if isinstance(stored, dict) else stored
+            raise _fail(f"expected group {i} over the parameters {params}, got {got}")
+        for key, value in stored.items():
+            if key in _GROUP_KEYS:
+                continue
+            if key not in group or not _same_kind(group[key], value):
+                want = f"{key}={group[key]!r}" if key in group else f"no {key!r}"
+                raise _fail(f"expected a hyper-parameter like {want} in group {i}, got {value!r}")
+
+
+def check_named_state(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    description: object,
+    specs: Specs,
+) -> Specs:
+    """Check a stored :func:`named_state` description against ``optimizer`` before any tensor
+    is read, and return the tensors it must come with (``{"<parameter>/<key>": (dtype, shape)}``;
+    moments in the parameter's dtype and shape, ``step`` a float scalar).
+
+    Args:
+        optimizer: the optimiser to be filled (same class, same groups over the same names).
+        model: the module naming its parameters.
+        description: the stored description (untrusted JSON).
+        specs: the file's declared ``(dtype, shape)`` per tensor name (to accept its ``step``
+            dtype when it is a float).
+
+    Raises:
+        CheckpointError: another class, other groups or parameter names, a hyper-parameter of
+            another kind, or a parameter's state keys differ from the ones the class keeps
+            (a missing ``exp_avg_sq``); "expected X, got Y".
+        UnsupportedOptimizerError: ``optimizer`` is not SGD/Adam/AdamW over ``model``.
+
+    Examples:
+        >>> model = IsotropicMLP([3, 4, 2], dtype=torch.float64)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> check_named_state(opt, model, named_state(opt, model)[1], {})
+        {}
+    """
+    check_optimizer(optimizer)
+    names = _names(optimizer, model)
+    if not isinstance(description, dict) or set(description) != {"class", "param_groups", "state"}:
+        raise _fail(f"expected a dict with class, param_groups and state, got {description!r:.80}")
+    if description["class"] != type(optimizer).__name__:
+        raise _fail(f"expected the class {type(optimizer).__name__}, got {description['class']!r}")
+    _check_groups(optimizer, names, description["param_groups"])
+    params = dict(model.named_parameters())
+    group_of = {n: i for i, group in enumerate(names) for n in group}
+    state = description["state"]
+    if not isinstance(state, dict):
+        raise _fail(f"expected a dict of state keys per parameter, got {state!r:.80}")
+    expected: Specs = {}
+    for name, keys in state.items():
+        if name not in group_of:
+            raise _fail(f"expected state of the optimiser's parameters, got {name!r}")
+        stored = description["param_groups"][group_of[name]]
+        required = _required(
+            type(optimizer).__name__, {**optimizer.param_groups[group_of[name]], **stored}
+        )
+        if keys != required:
+            raise _fail(f"expected the state keys {required} for {name!r}, got {keys!r}")
+        p = params[name]
+        for key in keys:
+            step = specs.get(f"{name}/step", (torch.float32, ()))[0]
+            expected[f"{name}/{key}"] = (
+                (step if step.is_floating_point else torch.float32, ())
+                if key == "step"
+                else (p.dtype, tuple(p.shape))
+            )
+    return expected
+
+
+def named_state_dict(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    description: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+) -> dict[str, Any]:
+    """The ``state_dict`` for ``optimizer.load_state_dict`` from a description and its tensors
+    that :func:`check_named_state` accepted (nothing is changed here).
+
+    Raises:
+        CheckpointError: a moment holds NaN/Inf, or a step is negative or not whole.
+
+    Examples:
+        >>> model = IsotropicMLP([3, 4, 2], dtype=torch.float64)
+        >>> opt = torch.optim.Adam(model.parameters())
+        >>> model(torch.randn(5, 3, dtype=torch.float64)).sum().backward()
+        >>> opt.step()
+        >>> tensors, description = named_state(opt, model)
+        >>> again = torch.optim.Adam(model.parameters(), lr=0.5)
+        >>> again.load_state_dict(named_state_dict(again, model, description, tensors))
+        >>> again.param_groups[0]["lr"], float(again.state[model.linears[0].weight]["step"])
+        (0.001, 1.0)
+    """
+    names = _names(optimizer, model)
+    index = {n: i for i, n in enumerate(n for group in names for n in group)}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, keys in description["state"].items():
+        entry = {key: tensors[f"{name}/{key}"] for key in keys}
+        for key, value in entry.items():
+            bad = not bool(torch.isfinite(value).all())
+            if key == "step":
+                bad = bad or float(value) < 0 or float(value) != math.floor(float(value))
+            if bad:
+                raise _fail(f"expected finite moments and whole steps >= 0, got {key} of {name!r}")
+        state[index[name]] = entry
+    groups = []
+    for group, stored in zip(optimizer.param_groups, description["param_groups"], strict=True):
+        hyper = {k: v for k, v in group.items() if k not in _GROUP_KEYS}
+        for key, value in stored.items():
+            if key not in _GROUP_KEYS:
+                hyper[key] = tuple(value) if isinstance(value, list) else value
+        groups.append({**hyper, "params": [index[n] for n in stored["params"]]})
+    return {"state": state, "param_groups": groups}

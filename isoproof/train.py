@@ -19,6 +19,11 @@ seconds spent training and resizing. With ``seed=`` the data order and the new n
 weights come from seeded generators, so the same seed (and the same initial model) gives the same
 history.
 
+``fit(..., checkpoint=path)`` writes a training checkpoint after every epoch (the model, the
+optimiser state, the generators and the history: :mod:`isoproof.checkpoint`), and
+``fit(isoproof.load(path), ..., resume=path)`` continues from it: ``fit(epochs=4)`` and
+``fit(epochs=2, checkpoint=p)`` followed by ``fit(epochs=4, resume=p)`` end with the same bits.
+
 Example::
 
     >>> from isoproof.data import load_digits
@@ -32,11 +37,14 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,6 +53,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
+from .checkpoint import check_saveable, read_checkpoint, write_checkpoint
 from .data import Dataset, MultiTaskDataset
 from .distributed import (
     any_process,
@@ -55,8 +64,9 @@ from .distributed import (
     synchronise,
     world_size,
     wrap,
+    write_on_rank0,
 )
-from .exceptions import IsoproofError, NonFiniteError, WidthError
+from .exceptions import CheckpointError, IsoproofError, NonFiniteError, WidthError
 from .mlp import IsotropicMLP, count_parameters
 from .network import IsotropicNet
 from .ops._surgery import check_model
@@ -417,6 +427,8 @@ def fit(
     seed: int | None = None,
     device: torch.device | str | None = None,
     verbose: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
 ) -> History:
     """Train ``model`` on ``data`` for ``epochs`` epochs, resizing it after each as scheduled.
 
@@ -450,24 +462,67 @@ def fit(
         seed: seeds the data order and the new neurons' weights (``None``: random).
         device: where to train (default: where the model is).
         verbose: show progress (rich bar on a terminal, else one line per epoch on stderr).
+        checkpoint: write a training checkpoint to this file after every epoch, atomically (rank
+            0 writes, every process waits): the model, the optimiser state, the generators and
+            the history (:mod:`isoproof.checkpoint`). Needs a saveable model
+            (:func:`isoproof.save`) and an SGD/Adam/AdamW.
+        resume: continue the run saved in this training checkpoint (it may be ``checkpoint``
+            itself): pass the model it holds (``isoproof.load(resume)``, on every process) and
+            the interrupted run's arguments, ``epochs`` being the total to reach. The optimiser
+            state (over the same parameter names), the generators and the history are restored,
+            training goes on after the checkpoint's epoch, and the result is bit-identical to a
+            run that was never interrupted (a :class:`WidthSchedule` without ``epochs`` spreads
+            over ``epochs``: keep it). fit draws nothing from the global RNG.
 
     Returns:
         The :class:`History`; the model is trained (and resized) in place.
+
+    Raises:
+        IsoproofError: an invalid argument (one line naming it).
+        WidthError: the model does not fit the data or the width schedule.
+        NonFiniteError: the loss became NaN/Inf (try a smaller ``lr``).
+        NotIsotropicError: ``checkpoint`` with a model no format is registered for.
+        CheckpointError: ``resume`` is missing or damaged, holds another model (or other
+            weights) or another optimiser's state, or comes from a run with other settings;
+            model, optimiser and generators are unchanged then.
+
+    Examples:
+        >>> from isoproof.data import load_digits
+        >>> data = load_digits().subset(240, 60)
+        >>> net = lambda: IsotropicMLP([64, 8, 10], generator=torch.Generator().manual_seed(0))
+        >>> kw = dict(adapt=AdaptSchedule(buffer=2, threshold=0.9), seed=0, verbose=False)
+        >>> whole = net()
+        >>> h = fit(whole, data, epochs=3, **kw)
+        >>> path = tmp_path / "run.safetensors"
+        >>> _ = fit(net(), data, epochs=2, checkpoint=path, **kw)  # "interrupted" after 2
+        >>> resumed = ip.load(path)
+        >>> h2 = fit(resumed, data, epochs=3, resume=path, **kw)
+        >>> h2.to_dict(timings=False) == h.to_dict(timings=False), resumed.widths == whole.widths
+        (True, True)
+        >>> all(torch.equal(p, q) for p, q in zip(resumed.parameters(), whole.parameters()))
+        True
     """
     width_schedule = _check_fit(data, epochs, batch_size, lr, weight_decay, adapt, width_schedule)
+    checkpoint, resume = _check_path("checkpoint", checkpoint), _check_path("resume", resume)
     run = _start(model, data, epochs, batch_size, adapt, width_schedule, task_weights, seed, device)
     if optimizer is None:
         optimizer = torch.optim.AdamW(
             [p for p in run.model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
         )
-    run.optimizer = optimizer
+    run.optimizer, run.checkpoint = optimizer, checkpoint
+    if checkpoint is not None:
+        check_saveable(run.model, optimizer)  # now, not after the first epoch's work
     settings = {"lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed}
     history = _new_history(run, settings)
-    _record(history, run, 0, None, [], 0.0, 0.0)
-    steps = sum(math.ceil(_active(run, w) / run.batch_size) for w in run.weights)
+    if resume is None:
+        _record(history, run, 0, None, [], 0.0, 0.0)
+    else:
+        history = _resume(run, history, resume)
+    first = len(history)  # the epoch after the last recorded one
+    steps = sum(math.ceil(_active(run, w) / run.batch_size) for w in run.weights[first - 1 :])
     progress = _Progress(verbose and rank() == 0, epochs, steps)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, epochs + 1):
             if _epoch(run, epoch, history, progress, callbacks):
                 break
     finally:
@@ -491,7 +546,93 @@ def _epoch(
         f"{history.widths[-1]}, {t1 - t0:.2f} s + resize {t2 - t1:.3f} s"
     )
     stop = any([cb(epoch, run.model, history) is True for cb in callbacks])  # call them all
-    return bool(broadcast_json(stop, run.device))  # rank 0 decides for every process
+    stop = bool(broadcast_json(stop, run.device))  # rank 0 decides for every process
+    if run.checkpoint is not None:
+        _save_checkpoint(run, epoch, history)
+    return stop
+
+
+_GENERATORS = ("neurons", "shuffle")
+
+
+def _save_checkpoint(run: _Run, epoch: int, history: History) -> None:
+    """Write the training checkpoint of ``epoch`` (rank 0; every process waits for it). Under
+    several processes the generators that count are rank 0's: it draws every new neuron."""
+
+    def write() -> None:
+        assert run.checkpoint is not None
+        write_checkpoint(
+            run.checkpoint,
+            run.model,
+            run.optimizer,
+            epoch=epoch,
+            history=history.to_dict(),
+            generators={"neurons": run.neurons, "shuffle": run.shuffle},
+            run={"order_seed": run.order_seed, "start_hidden": run.start_hidden},
+        )
+
+    write_on_rank0(write, run.device)
+
+
+def _resume(run: _Run, fresh: History, path: Path) -> History:
+    """Restore the run saved at ``path`` into ``run`` (optimiser state, generators, the values
+    fixed at its start) and return its history. Everything is checked first: a refused
+    checkpoint changes nothing."""
+    state = read_checkpoint(path, run.model, run.optimizer, generators=_GENERATORS)
+    history = _stored_history(path, state.history, state.epoch)
+    saved = {k: v for k, v in history.settings.items() if k != "epochs"}
+    want = json.loads(json.dumps({k: v for k, v in fresh.settings.items() if k != "epochs"}))
+    for key in sorted(set(saved) | set(want)):
+        if saved.get(key) != want.get(key):
+            raise CheckpointError(
+                f"{path}: expected the checkpointed run's setting {key}={saved.get(key)!r}, "
+                f"got {key}={want.get(key)!r}"
+            )
+    if state.epoch > run.epochs:
+        raise IsoproofError(
+            f"expected epochs >= {state.epoch} (the epoch {path} reached), got {run.epochs}"
+        )
+    order_seed, start = state.run.get("order_seed"), state.run.get("start_hidden")
+    if type(order_seed) is not int or not (
+        isinstance(start, list)
+        and len(start) == len(run.start_hidden)
+        and all(type(w) is int and w >= 1 for w in start)
+    ):
+        raise CheckpointError(
+            f"{path}: expected an int order_seed and {len(run.start_hidden)} starting hidden "
+            f"widths, got {state.run!r:.120}"
+        )
+    state.restore(run.optimizer, {"neurons": run.neurons, "shuffle": run.shuffle})
+    run.order_seed, run.start_hidden = order_seed, start
+    history.settings = fresh.settings  # the same, but for epochs (and tuples, not JSON lists)
+    return history
+
+
+def _stored_history(path: Path, stored: dict[str, Any], epoch: int) -> History:
+    """The :class:`History` of a checkpoint: every field, one entry per epoch 0..``epoch``."""
+    names = {f.name for f in fields(History)}
+    if set(stored) != names:
+        raise CheckpointError(
+            f"{path}: expected a history with every History field, got one missing "
+            f"{sorted(names - set(stored))} and with unknown {sorted(set(stored) - names)}"
+        )
+    per_epoch = names - {"settings", "task_names"}
+    bad = sorted(n for n in per_epoch if not isinstance(stored[n], list))
+    bad += sorted(n for n in per_epoch if n not in bad and len(stored[n]) != epoch + 1)
+    if bad or stored["epoch"] != list(range(epoch + 1)) or not isinstance(stored["settings"], dict):
+        raise CheckpointError(
+            f"{path}: expected a history of epochs 0..{epoch} (one entry each), got other "
+            f"entries in {bad or ['epoch', 'settings']}"
+        )
+    return History(**stored)
+
+
+def _check_path(name: str, value: object) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise IsoproofError(f"expected {name} to be a file path or None, got {value!r}")
+    return Path(value)
 
 
 def _new_history(run: _Run, settings: dict[str, Any]) -> History:
@@ -560,6 +701,7 @@ class _Run:
     order_seed: int  # the DistributedSampler's seed (several processes)
     distributed: bool
     optimizer: Any = None
+    checkpoint: Path | None = None  # written after every epoch
 
     @property
     def device(self) -> torch.device:

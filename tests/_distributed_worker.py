@@ -58,7 +58,8 @@ def caught(fn) -> str:
 
 
 def fit_scenario(out: Path, r: int) -> None:
-    """fit with AdaptSchedule under DDP; dump every rank's state after every epoch's resize."""
+    """fit with AdaptSchedule under DDP; dump every rank's state after every epoch's resize;
+    then the same run interrupted after epoch 2 and resumed from its checkpoint."""
     m = model()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=1e-3)
 
@@ -68,13 +69,19 @@ def fit_scenario(out: Path, r: int) -> None:
     h = ip.fit(m, digits(), epochs=EPOCHS, batch_size=BATCH, adapt=ADAPT, optimizer=opt,
                seed=SEED, callbacks=[dump], verbose=False)  # fmt: skip
     (out / f"fit_rank{r}_history.json").write_text(json.dumps(h.to_dict()))
-    # checkpoint: rank 0 writes, every rank loads and continues one synchronised epoch
-    path = D.save(m, out / "checkpoint.safetensors")
-    resumed = ip.load(path).to(torch.float64)
+    D.save(m, out / "checkpoint.safetensors")  # rank 0 writes the model, every rank waits
+    # interrupted after epoch 2 (rank 0 writes the training checkpoint), every rank loads it
+    # and resumes to EPOCHS: the bits of the uninterrupted run above
+    kw = {"batch_size": BATCH, "adapt": ADAPT, "seed": SEED, "verbose": False}
+    first = model()
+    opt1 = torch.optim.AdamW(first.parameters(), lr=1e-2, weight_decay=1e-3)
+    ip.fit(first, digits(), epochs=2, optimizer=opt1, checkpoint=out / "train.safetensors", **kw)
+    resumed = ip.load(out / "train.safetensors")
     opt2 = torch.optim.AdamW(resumed.parameters(), lr=1e-2, weight_decay=1e-3)
-    ip.fit(resumed, digits(), epochs=1, batch_size=BATCH, adapt=ADAPT, optimizer=opt2,
-           seed=SEED + 7, verbose=False)  # fmt: skip
+    h2 = ip.fit(resumed, digits(), epochs=EPOCHS, optimizer=opt2,
+                resume=out / "train.safetensors", **kw)  # fmt: skip
     save_file(state(resumed, opt2), str(out / f"resumed_rank{r}.safetensors"))
+    (out / f"resumed_rank{r}_history.json").write_text(json.dumps(h2.to_dict(timings=False)))
 
 
 def flip_sign_on_rank1(compute):

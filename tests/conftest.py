@@ -128,3 +128,24 @@ def browser():
     yield session
     session.close()
     web._SHARED.clear()
+
+
+def forge_checkpoint(src, dst, edit) -> None:
+    """Copy the training checkpoint ``src`` to ``dst`` with ``edit(tensors, training)`` applied
+    and the SHA-256 recomputed: a forger's file, which only the content checks can refuse."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from isoproof.io import _digest, _prefix
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    training = json.loads(meta["training"])
+    edit(tensors, training)
+    meta["training"] = json.dumps(training)
+    prefix = _prefix(meta["format"], meta["config"], meta["training"])
+    meta["sha256"] = _digest(tensors, prefix)
+    save_file(tensors, str(dst), metadata=meta)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import isoproof as ip
 from isoproof.app.cli import main
@@ -63,6 +64,38 @@ def test_train_reports_bad_arguments(capsys, tmp_path):
                           "--widths", "64,8,10"])  # fmt: skip
     assert "--epochs >= 1" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_train_resumes_from_its_checkpoint(tmp_path, capsys):
+    """3 epochs in one go == 2 epochs with --checkpoint, then the command again with --resume."""
+    base = ["train", "--data", "digits", "--widths", "64,12,12,10", "--adapt", "3,0.99"]
+    base += ["--quiet", "--batch-size", "96"]
+    ck, f = str(tmp_path / "run.safetensors"), lambda name: str(tmp_path / name)
+    assert main([*base, "--epochs", "3", "--history", f("a.json"), "-o", f("a.st")]) == 0
+    assert main([*base, "--epochs", "2", "--checkpoint", ck, "-o", f("half.st")]) == 0
+    assert ip.io.read_metadata(ck)["training"]["epoch"] == 2
+    resume = [*base, "--epochs", "3", "--checkpoint", ck, "--resume"]
+    assert main([*resume, "--history", f("b.json"), "-o", f("b.st")]) == 0
+    a, b = ip.load(f("a.st")).state_dict(), ip.load(f("b.st")).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k].view(-1).view(torch.uint8), b[k].view(-1).view(torch.uint8))
+               for k in a)  # fmt: skip
+    ha, hb = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    for key in ip.History.TIMINGS:
+        ha.pop(key), hb.pop(key)
+    assert ha == hb and len(ha["epoch"]) == 4
+    capsys.readouterr()
+    assert main(["info", ck]) == 0
+    assert "training checkpoint: epoch 3, optimiser 'AdamW'" in capsys.readouterr().out
+    err = _error(capsys, [*base, "--epochs", "3", "--resume", "-o", f("c.st")])
+    assert "expected --checkpoint PATH with --resume" in err
+    err = _error(capsys, [*base, "--epochs", "3", "--checkpoint", ck, "-o", ck])
+    assert "other than the -o file" in err
+    err = _error(capsys, [*resume[:-3], "--checkpoint", f("nope.st"), "--resume", "-o", f("c.st")])
+    assert "no such file" in err
+    err = _error(capsys, [*resume, "--lr", "0.5", "-o", f("c.st")])
+    assert "setting lr=0.001, got lr=0.5" in err
+    assert not (tmp_path / "c.st").exists()
 
 
 def test_resize_operations(trained, tmp_path, capsys):

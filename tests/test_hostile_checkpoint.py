@@ -1,9 +1,11 @@
 """Hostile checkpoints (issue 16, items 1-2): every evil file is refused with a one-line
 CheckpointError before anything large is allocated, and editing any behaviour-changing metadata
-field is detected by the SHA-256."""
+field is detected by the SHA-256. Training checkpoints (issue 14): a forged optimiser state,
+generator state or history is refused by fit(resume=...) with model and optimiser unchanged."""
 
 from __future__ import annotations
 
+import copy
 import json
 import struct
 import subprocess
@@ -12,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import batch, make_model
+from conftest import assert_unchanged, batch, forge_checkpoint, make_model, snapshot
 
 import isoproof as ip
+from isoproof.optim import named_state
 
 
 def _raw(path: Path, header: dict, data: bytes) -> Path:
@@ -159,3 +162,132 @@ def test_sizes_are_checked_in_the_header_before_anything_is_read(tmp_path, name)
     """The header's byte ranges are checked first (not left to the config or safetensors)."""
     with pytest.raises(ip.CheckpointError, match="byte range"):
         ip.load(evil_files(tmp_path)[name])
+
+
+# ----------------------------------------------------------------------- training checkpoints
+W = "train/optimizer/linears.0.weight/"
+
+
+def _set(key, value):
+    def edit(tensors, training):
+        tensors[key] = value
+
+    return edit
+
+
+def _drop_key(tensors, training):
+    del tensors[W + "exp_avg_sq"]
+    training["optimizer"]["state"]["linears.0.weight"].remove("exp_avg_sq")
+
+
+def _training(path, value):
+    def edit(tensors, training):
+        node = training
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+def _history(text: bytes):
+    return _set("train/history", torch.frombuffer(bytearray(text), dtype=torch.uint8))
+
+
+def _nan_moment(tensors, training):
+    tensors[W + "exp_avg"][0, 0] = float("nan")
+
+
+def _heavier(tensors, training):
+    tensors["linears.0.weight"] = tensors["linears.0.weight"] + 1e-12
+
+
+def _reorder(tensors, training):
+    training["optimizer"]["param_groups"][0]["params"].reverse()
+
+
+def _extra_state(tensors, training):
+    training["optimizer"]["state"]["nope.weight"] = ["exp_avg"]
+
+
+HOSTILE_TRAINING = {
+    "moment_wrong_shape": (_set(W + "exp_avg", torch.zeros(7, 64, dtype=torch.float64)),
+                           r"wrong shape or dtype \[.*exp_avg: expected \[6, 64\].*got \[7, 64\]"),
+    "moment_wrong_dtype": (_set(W + "exp_avg", torch.zeros(6, 64)), "wrong shape or dtype"),
+    "moment_missing": (lambda t, _: t.pop(W + "exp_avg_sq"), r"missing \[.*exp_avg_sq'\]"),
+    "state_key_dropped": (_drop_key, r"state keys \['exp_avg', 'exp_avg_sq', 'step'\]"),
+    "moment_nan": (_nan_moment, "finite moments"),
+    "step_negative": (_set(W + "step", torch.tensor(-1.0)), "whole steps >= 0"),
+    "step_fraction": (_set(W + "step", torch.tensor(2.5)), "whole steps >= 0"),
+    "unknown_parameter": (_extra_state, "expected state of the optimiser's parameters"),
+    "other_class": (_training(["optimizer", "class"], "SGD"), "class AdamW, got 'SGD'"),
+    "lr_text": (_training(["optimizer", "param_groups", 0, "lr"], "fast"), "lr"),
+    "groups_reordered": (_reorder, "expected group 0 over the parameters"),
+    "generator_garbage": (_set("train/generator/shuffle", torch.zeros(5056, dtype=torch.uint8)),
+                          "generator 'shuffle'"),
+    "generator_short": (_set("train/generator/shuffle", torch.zeros(16, dtype=torch.uint8)),
+                        "wrong shape or dtype"),
+    "history_not_json": (_history(b"\xff\xfe{"), "history as JSON"),
+    "history_wrong_fields": (_history(b'{"epoch": [0, 1]}'), "History field, got one missing"),
+    "epoch_negative": (_training(["epoch"], -1), "epoch >= 0"),
+    "run_missing": (_training(["run"], {}), "order_seed"),
+    "model_weights_edited": (_heavier, "other weights"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, isolated_cache):
+    """A training checkpoint after one epoch of [64, 6, 10] on 96 digits."""
+    from isoproof.data import load_digits
+
+    data = load_digits().subset(96, 20)
+    path = tmp_path_factory.mktemp("training") / "run.safetensors"
+    model = ip.IsotropicMLP([64, 6, 10], dtype=torch.float64, generator=torch.Generator())
+    ip.fit(model, data, epochs=1, seed=0, verbose=False, checkpoint=path)
+    return path, data
+
+
+def _resume_refused(path, data, forged, match):
+    """fit(resume=forged) raises one line naming the file; model and optimiser unchanged."""
+    model = ip.load(path)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # state, weights untouched
+    model(data.x_train[:4].double()).sum().backward()
+    opt.step()
+    before = snapshot(model)
+    state = {k: v.clone() for k, v in named_state(opt, model)[0].items()}
+    groups = copy.deepcopy(
+        [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    )
+    with pytest.raises(ip.CheckpointError, match=match) as info:
+        ip.fit(model, data, epochs=2, seed=0, verbose=False, optimizer=opt, resume=forged)
+    assert "\n" not in str(info.value) and str(forged) in str(info.value)
+    assert_unchanged(model, before)
+    after = named_state(opt, model)[0]
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == groups
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_TRAINING))
+def test_hostile_training_checkpoint_changes_nothing(trained, tmp_path, name):
+    """Each file has a valid SHA-256 (a forger recomputes it): the content checks refuse it."""
+    path, data = trained
+    edit, match = HOSTILE_TRAINING[name]
+    forged = tmp_path / "forged.safetensors"
+    forge_checkpoint(path, forged, edit)
+    _resume_refused(path, data, forged, match)
+
+
+def test_training_checkpoint_edits_without_the_digest(trained, tmp_path):
+    """A flipped moment byte, or a deeply nested training entry, is refused before use."""
+    path, data = trained
+    raw = bytearray(path.read_bytes())
+    raw[-3000] ^= 1  # inside the data section (moments and generator states)
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(raw))
+    _resume_refused(path, data, flipped, "SHA-256")
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"]["training"] = "[" * 5000
+    deep = _raw(tmp_path / "deep.safetensors", header, bytes(raw[8 + n :]))
+    _resume_refused(path, data, deep, "expected a JSON 'training'")
+    _resume_refused(path, data, ip.save(ip.load(path), tmp_path / "m.st"), "a training checkpoint")

@@ -153,3 +153,19 @@ def test_cli_info(tmp_path, capsys):
         cli(["info", str(tmp_path / "missing.safetensors")])
     assert exc.value.code == 2
     assert "expected an existing file" in capsys.readouterr().err
+
+
+def test_load_reads_the_model_out_of_a_training_checkpoint(tmp_path):
+    from isoproof.checkpoint import write_checkpoint
+
+    model = make_model([6, 8, 3])
+    opt = torch.optim.Adam(model.parameters())
+    model(batch(6)).sum().backward()
+    opt.step()
+    path = write_checkpoint(tmp_path / "run.safetensors", model, opt, epoch=3,
+                            history={}, generators={"g": torch.Generator()})  # fmt: skip
+    x = batch(6)
+    assert torch.equal(ip.load(path)(x), model(x))
+    meta = ip.io.read_metadata(path)
+    assert meta["training"]["epoch"] == 3 and meta["training"]["optimizer"]["class"] == "Adam"
+    assert ip.io.model_digest(ip.load(path)) == ip.io.model_digest(model)

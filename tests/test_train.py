@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import copy
+import itertools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 import isoproof as ip
 from isoproof.data import Dataset, load_digits, multitask
-from isoproof.exceptions import IsoproofError, NonFiniteError, NotIsotropicError, WidthError
+from isoproof.exceptions import (
+    CheckpointError,
+    IsoproofError,
+    NonFiniteError,
+    NotIsotropicError,
+    WidthError,
+)
+from isoproof.optim import named_state
 from isoproof.standard import linear_layers, paired_standard, standard_mlp
 from isoproof.train import AdaptSchedule, History, WidthSchedule, evaluate, fit, layer_spectra
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import assert_unchanged, forge_checkpoint, snapshot
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -184,3 +198,146 @@ def test_device_argument_and_float64(digits):
     model = small(dtype=torch.float64)
     h = fit(copy.deepcopy(model), digits, epochs=1, lr=1e-2, device="cpu", seed=0, verbose=False)
     assert h.test_accuracy[-1] > 0.3
+
+
+# ----------------------------------------------------------------------- checkpoint and resume
+# [64, 8, 8, 10] with this schedule prunes after epoch 3 and grows after epoch 4 (measured)
+RESUME = {
+    "lr": 3e-2,
+    "adapt": AdaptSchedule(buffer=3, threshold=0.9),
+    "seed": 0,
+    "verbose": False,
+}
+
+
+def adam(model: nn.Module) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=1e-3)
+
+
+def state_bits(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Parameters, buffers and optimiser state (moments and steps) by name."""
+    out = {f"param.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    out |= {f"optim.{k}": v.clone() for k, v in named_state(opt, model)[0].items()}
+    return out
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest |a - b| over every entry (inf if names or shapes differ); NaN == NaN."""
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return float("inf")
+    diffs = [(a[k].double() - b[k].double()).nan_to_num(0.0).abs() for k in a]
+    return max(float(d.max()) for d in diffs if d.numel())
+
+
+def bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    def raw(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1).view(torch.uint8)  # NaN == NaN, -0.0 != 0.0
+
+    same = a.keys() == b.keys()
+    return same and all(a[k].dtype == b[k].dtype and torch.equal(raw(a[k]), raw(b[k])) for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(digits, tmp_path_factory):
+    """fit(epochs=4) uninterrupted; fit(epochs=2, checkpoint) then fit(epochs=4, resume)."""
+    folder = tmp_path_factory.mktemp("resume")
+    whole = small((64, 8, 8, 10), dtype=torch.float64)
+    opt = adam(whole)
+    h = fit(whole, digits, epochs=4, optimizer=opt, checkpoint=folder / "whole.st", **RESUME)
+    half = small((64, 8, 8, 10), dtype=torch.float64)
+    fit(half, digits, epochs=2, optimizer=adam(half), checkpoint=folder / "half.st", **RESUME)
+    torch.manual_seed(12345)  # fit must not depend on the global RNG
+    resumed = ip.load(folder / "half.st")
+    opt2 = adam(resumed)
+    h2 = fit(resumed, digits, epochs=4, optimizer=opt2, resume=folder / "half.st",
+             checkpoint=folder / "resumed.st", **RESUME)  # fmt: skip
+    return {"folder": folder, "whole": (whole, opt, h), "resumed": (resumed, opt2, h2)}
+
+
+def test_resumed_run_is_bit_identical_through_growth_and_pruning(runs):
+    (whole, opt, h), (resumed, opt2, h2) = runs["whole"], runs["resumed"]
+    pairs = itertools.pairwise(h.widths[2:])  # the resizes after the checkpoint
+    steps = [b - a for w0, w1 in pairs for a, b in zip(w0, w1, strict=True)]
+    assert min(steps) < 0 < max(steps), h.widths  # it pruned and grew after resuming
+    a, b = state_bits(whole, opt), state_bits(resumed, opt2)
+    assert any(k.endswith("/exp_avg_sq") for k in a) and any(k.endswith("/step") for k in a)
+    assert max_diff(a, b) == 0.0 and bit_identical(a, b)
+    assert h2.to_dict(timings=False) == h.to_dict(timings=False)
+    assert opt2.param_groups[0]["lr"] == 3e-2 and len(h2) == 5
+    # the last checkpoints agree too, generator states included
+    last, last2 = (load_file(runs["folder"] / n) for n in ("whole.st", "resumed.st"))
+    gens = [k for k in last if k.startswith("train/generator/")]
+    assert sorted(gens) == ["train/generator/neurons", "train/generator/shuffle"]
+    assert bit_identical({k: last[k] for k in last if k != "train/history"},
+                         {k: last2[k] for k in last2 if k != "train/history"})  # fmt: skip
+
+
+def test_resuming_with_fresh_moments_differs(runs, digits, tmp_path):
+    """Negative control: the same checkpoint without its optimiser state (a fresh AdamW at the
+    checkpoint's hyper-parameters) ends elsewhere, so the identity above can fail."""
+
+    def drop_state(tensors, training):
+        for k in [k for k in tensors if k.startswith("train/optimizer/")]:
+            del tensors[k]
+        training["optimizer"]["state"] = {}
+
+    forge_checkpoint(runs["folder"] / "half.st", tmp_path / "fresh.st", drop_state)
+    model = ip.load(tmp_path / "fresh.st")
+    opt = adam(model)
+    fit(model, digits, epochs=4, optimizer=opt, resume=tmp_path / "fresh.st", **RESUME)
+    delta = max_diff(runs["whole"][0].state_dict(), model.state_dict())
+    print(f"fresh moments: max |delta| of the parameters = {delta:.3g}")
+    assert delta > 1e-3  # inf when the widths differ too
+
+
+def test_resume_refuses_another_model_or_other_settings(runs, digits):
+    path = runs["folder"] / "half.st"
+    model = ip.load(path)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # moments, but the weights stay the file's
+    model(digits.x_train[:8].double()).sum().backward()
+    opt.step()
+    before = snapshot(model)
+    opt_before = {k: v.clone() for k, v in named_state(opt, model)[0].items()}
+    with pytest.raises(CheckpointError, match=r"setting lr=0\.03, got lr=0\.01"):
+        fit(model, digits, epochs=4, optimizer=opt, resume=path, **(RESUME | {"lr": 1e-2}))
+    with pytest.raises(CheckpointError, match="setting seed=0, got seed=1"):
+        fit(model, digits, epochs=4, optimizer=opt, resume=path, **(RESUME | {"seed": 1}))
+    with pytest.raises(CheckpointError, match="expected the class SGD, got 'AdamW'"):
+        fit(model, digits, epochs=4, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            resume=path, **RESUME)  # fmt: skip
+    with pytest.raises(IsoproofError, match="expected epochs >= 2"):
+        fit(model, digits, epochs=1, optimizer=opt, resume=path, **RESUME)
+    assert_unchanged(model, before)
+    assert bit_identical(named_state(opt, model)[0], opt_before)  # the optimiser too
+    assert opt.param_groups[0]["lr"] == 0.0 and opt_before
+    fresh = small((64, 8, 8, 10), dtype=torch.float64)  # the constructor's model, not the file's
+    with pytest.raises(CheckpointError, match="expected a checkpoint of this model"):
+        fit(fresh, digits, epochs=4, optimizer=adam(fresh), resume=path, **RESUME)
+    with pytest.raises(CheckpointError, match="expected a training checkpoint"):
+        fit(model, digits, epochs=4, optimizer=opt, resume=ip.save(model, runs["folder"] / "m.st"),
+            **RESUME)  # fmt: skip
+
+
+def test_checkpoint_needs_a_saveable_model(digits, tmp_path):
+    plain = nn.Sequential(nn.Linear(64, 10))
+    with pytest.raises(NotIsotropicError, match="saveable class"):
+        fit(plain, digits, epochs=1, checkpoint=tmp_path / "c.st", verbose=False)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(IsoproofError, match="expected checkpoint to be a file path"):
+        fit(small(), digits, epochs=1, checkpoint=3, verbose=False)
+
+
+def test_resumed_width_schedule_keeps_its_starting_widths(digits, tmp_path):
+    """A WidthSchedule moves from the *starting* widths, which the checkpoint keeps."""
+    kw = RESUME | {"adapt": None, "width_schedule": WidthSchedule((14, 4), epochs=4)}
+    whole = small((64, 8, 8, 10), dtype=torch.float64)
+    opt = adam(whole)
+    h = fit(whole, digits, epochs=4, optimizer=opt, **kw)
+    first = small((64, 8, 8, 10), dtype=torch.float64)
+    fit(first, digits, epochs=2, optimizer=adam(first), checkpoint=tmp_path / "c.st", **kw)
+    resumed = ip.load(tmp_path / "c.st")
+    opt2 = adam(resumed)
+    h2 = fit(resumed, digits, epochs=4, optimizer=opt2, resume=tmp_path / "c.st", **kw)
+    assert h.widths[2] == [64, 11, 6, 10] and h.widths[-1] == [64, 14, 4, 10]
+    assert bit_identical(state_bits(whole, opt), state_bits(resumed, opt2))
+    assert h2.to_dict(timings=False) == h.to_dict(timings=False)

@@ -32,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     meta = read_metadata(args.model)
     cfg = model.config()
     print(f"{args.model}  (isoproof {meta.get('isoproof_version', '?')})")
+    training = meta.get("training")  # a training checkpoint (train --checkpoint); untrusted
+    if isinstance(training, dict):
+        opt = training.get("optimizer")
+        cls = opt.get("class") if isinstance(opt, dict) else None
+        print(f"training checkpoint: epoch {training.get('epoch')!r}, optimiser {cls!r}")
     if "ranks" in cfg:  # a CollapsedMLP (isoproof collapse)
         return _collapsed(model, cfg)
     print(f"widths            {model.widths}")

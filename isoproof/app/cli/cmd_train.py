@@ -14,6 +14,13 @@ Example (a CNN)::
     isoproof train --data digits --conv conv=16:k=3:padding=1,conv=16:k=3,dense=32 \
         --epochs 10 --adapt 5,0.95 -o cnn.safetensors
 
+With ``--checkpoint PATH`` a training checkpoint (model, optimiser state, generators, history;
+:mod:`isoproof.checkpoint`) is written after every epoch; the same command with ``--resume``
+added continues from it, bit-identically to a run that was never interrupted::
+
+    isoproof train --data digits --widths 64,128,128,10 --epochs 20 --adapt 5,0.95 \
+        --checkpoint run.safetensors --resume -o model.safetensors
+
 With ``--conv`` the data set is loaded channels first (digits ``[1, 8, 8]``, MNIST-1D
 ``[1, 40]``, MNIST ``[1, 28, 28]``) and the model is an :class:`isoproof.IsotropicConvNet`.
 """
@@ -21,9 +28,10 @@ With ``--conv`` the data set is loaded channels first (digits ``[1, 8, 8]``, MNI
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import CliError
-from ._common import pair, parse_conv_spec, parse_widths
+from ._common import load_model, pair, parse_conv_spec, parse_widths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,6 +91,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch threads (small models: 1 is fastest)")
     p.add_argument("--history", metavar="PATH", help="also write the training history as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="write a training checkpoint here after every epoch (model, optimiser state, "
+        "generators, history; replaced atomically)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved at --checkpoint (repeat the command that started it)",
+    )
     p.add_argument("-o", "--output", required=True, help="where to save the model (.safetensors)")
     p.set_defaults(run=run)
 
@@ -97,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"expected --epochs >= 1, got {args.epochs}")
     if args.adapt and args.width_schedule:
         raise CliError("expected at most one of --adapt and --width-schedule, got both")
+    _check_checkpoint(args)
     if args.threads is not None:
         if args.threads < 1:
             raise CliError(f"expected --threads >= 1, got {args.threads}")
@@ -109,19 +129,75 @@ def run(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
+def _check_checkpoint(args: argparse.Namespace) -> None:
+    """--resume needs --checkpoint; the checkpoint is neither the model nor the history file."""
+    from pathlib import Path
+
+    if args.resume and not args.checkpoint:
+        raise CliError("expected --checkpoint PATH with --resume, got none")
+    if args.checkpoint:
+        ckpt = Path(args.checkpoint).resolve()
+        for flag, other in (("-o", args.output), ("--history", args.history)):
+            if other and Path(other).resolve() == ckpt:
+                raise CliError(
+                    f"expected a --checkpoint other than the {flag} file, got {args.checkpoint!r}"
+                )
+
+
 def _train(args: argparse.Namespace, main_process: bool) -> int:
     import json
-
-    import torch
 
     from ...conv import IsotropicConvNet
     from ...data import load_dataset
     from ...distributed import save as save_on_rank0
     from ...files import atomic_write_text
-    from ...mlp import IsotropicMLP
     from ...train import AdaptSchedule, fit
 
     data = load_dataset(args.data, seed=args.seed, conv=args.conv is not None)
+    if args.resume:  # the model the checkpoint holds (resized since the start, maybe)
+        model = load_model(args.checkpoint)
+        if isinstance(model, IsotropicConvNet) != (args.conv is not None):
+            raise CliError(
+                f"expected a checkpoint of {'a CNN' if args.conv else 'an MLP'} at "
+                f"{args.checkpoint}, got {type(model).__name__}"
+            )
+    else:
+        model = _new_model(args, data)
+    adapt = AdaptSchedule(*args.adapt) if args.adapt else None
+    history = fit(
+        model,
+        data,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        adapt=adapt,
+        width_schedule=args.width_schedule,
+        seed=args.seed,
+        verbose=not args.quiet,
+        checkpoint=args.checkpoint,
+        resume=args.checkpoint if args.resume else None,
+    )
+    path = save_on_rank0(model, args.output)
+    if not main_process:
+        return 0
+    if args.history:
+        atomic_write_text(args.history, json.dumps(history.to_dict(), indent=1) + "\n")
+    print(
+        f"{path}: {data.name}, widths {model.widths}, test accuracy "
+        f"{history.test_accuracy[-1]:.2%} after {args.epochs} epochs, "
+        f"{model.count_parameters()} stored parameters"
+    )
+    return 0
+
+
+def _new_model(args: argparse.Namespace, data: Any) -> Any:
+    """The model --widths or --conv describes, initialised with --seed."""
+    import torch
+
+    from ...conv import IsotropicConvNet
+    from ...mlp import IsotropicMLP
+
     options = {
         "psi": args.psi,
         "intrinsic_length": args.intrinsic_length,
@@ -138,27 +214,4 @@ def _train(args: argparse.Namespace, main_process: bool) -> int:
         )
     else:
         model = IsotropicMLP(args.widths, **options)
-    adapt = AdaptSchedule(*args.adapt) if args.adapt else None
-    history = fit(
-        model,
-        data,
-        epochs=args.epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        batch_size=args.batch_size,
-        adapt=adapt,
-        width_schedule=args.width_schedule,
-        seed=args.seed,
-        verbose=not args.quiet,
-    )
-    path = save_on_rank0(model, args.output)
-    if not main_process:
-        return 0
-    if args.history:
-        atomic_write_text(args.history, json.dumps(history.to_dict(), indent=1) + "\n")
-    print(
-        f"{path}: {data.name}, widths {model.widths}, test accuracy "
-        f"{history.test_accuracy[-1]:.2%} after {args.epochs} epochs, "
-        f"{model.count_parameters()} stored parameters"
-    )
-    return 0
+    return model
