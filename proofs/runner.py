@@ -33,13 +33,11 @@ import sympy as sp
 
 from . import registry
 from ._symbolic import Residual, entries, is_zero
+from .options import DEFAULT_TIMEOUT, add_arguments
 from .registry import Claim
 from .report import Report, Result, shorten_residual, write_atomic
 
 __all__ = ["DEFAULT_TIMEOUT", "ClaimTimeout", "evaluate", "main", "run", "time_limit"]
-
-#: Seconds allowed per claim by default.
-DEFAULT_TIMEOUT = 60.0
 
 
 class ClaimTimeout(Exception):
@@ -139,28 +137,6 @@ def run(ids: Sequence[str] | None = None, timeout: float | None = DEFAULT_TIMEOU
         seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the runner's options to ``parser`` (shared by ``python -m proofs`` and
-    ``isoproof prove``)."""
-    parser.add_argument("--json", metavar="PATH", help="write the JSON report to PATH")
-    parser.add_argument("--junit", metavar="PATH", help="write JUnit XML to PATH")
-    parser.add_argument(
-        "--only",
-        metavar="ID",
-        action="append",
-        help="run only this claim id (repeatable; see --list)",
-    )
-    parser.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"time limit per claim, 0 for none (default {DEFAULT_TIMEOUT:g})",
-    )
-    parser.add_argument("--list", action="store_true", help="list the claim ids and exit")
-    return parser
 
 
 def _parser(prog: str | None) -> argparse.ArgumentParser:

@@ -6,9 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from isoproof.proofs.runner import (
-        add_arguments,  # SymPy is imported lazily by the runner's checks
-    )
+    from isoproof.proofs.options import add_arguments  # no SymPy: --version stays instant
 
     p = sub.add_parser(
         "prove",

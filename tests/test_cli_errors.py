@@ -1,0 +1,79 @@
+"""Every CLI error is one line and exit status 2 (issue 16, item 14), and the CLI starts fast.
+
+Each test runs the real command line: ``main(argv)`` in this process, or ``python -m isoproof`` in
+a fresh one where the process matters (imports, broken pipes, terminals).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from conftest import make_model
+
+import isoproof as ip
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code_or_args: list[str], **kw) -> subprocess.CompletedProcess:
+    """Run this checkout's Python (``PYTHONPATH`` = the checkout) with ``code_or_args``."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
+    env.pop("ISOPROOF_DEBUG", None)
+    kw.setdefault("capture_output", True)
+    return subprocess.run(
+        [sys.executable, *code_or_args], env=env, text=True, timeout=120, check=False, **kw
+    )
+
+
+def _one_line_error(capsys, needle: str) -> str:
+    """The captured stderr: exactly one line, naming ``needle``."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert needle in err, err
+    assert "internal error" not in err and "Traceback" not in err
+    return err
+
+
+# ----------------------------------------------------------------------- startup
+def test_version_imports_neither_torch_nor_sympy():
+    code = (
+        "import sys, runpy; sys.argv = ['isoproof', '--version']\n"
+        "try:\n    runpy.run_module('isoproof', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in ('torch', 'sympy', 'numpy', 'onnx') if m in sys.modules)\n"
+        "print('heavy', heavy)\n"
+    )
+    done = _python(["-c", code])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"isoproof {ip.__version__}", "heavy []"]
+
+
+def test_lazy_package_still_exports_everything_and_loads_every_format(tmp_path):
+    """A fresh process: the public names resolve, and load() knows the conv and collapsed
+    formats before anything imported their modules."""
+    conv = ip.IsotropicConvNet((1, 6, 6), [{"conv": 3, "k": 3}], 2, dtype=torch.float64)
+    ip.save(conv, tmp_path / "conv.safetensors")
+    collapsed, _ = ip.collapse(make_model([4, 6, 6, 3]))
+    ip.save(collapsed, tmp_path / "collapsed.safetensors")
+    code = (
+        "import sys, isoproof as ip\n"
+        "assert 'torch' not in sys.modules\n"
+        f"c = ip.load({str(tmp_path / 'conv.safetensors')!r})\n"
+        f"k = ip.load({str(tmp_path / 'collapsed.safetensors')!r})\n"
+        "print(type(c).__name__, type(k).__name__)\n"
+        "missing = [n for n in ip.__all__ if getattr(ip, n, None) is None]\n"
+        "import isoproof.collapse, isoproof.stability\n"  # submodules named like functions
+        "print(missing, callable(ip.collapse), callable(ip.stability), ip.IsotropicMLP.__name__)\n"
+        "print(sorted(set(ip.__all__) - set(dir(ip))))\n"
+    )
+    done = _python(["-c", code])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "IsotropicConvNet CollapsedMLP",
+        "[] True True IsotropicMLP",
+        "[]",
+    ]
