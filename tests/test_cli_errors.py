@@ -11,10 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import make_model
 
 import isoproof as ip
+from isoproof.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +79,40 @@ def test_lazy_package_still_exports_everything_and_loads_every_format(tmp_path):
         "[] True True IsotropicMLP",
         "[]",
     ]
+
+
+# ----------------------------------------------------------------------- damaged ONNX files
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A checkpoint and its ONNX export."""
+    folder = tmp_path_factory.mktemp("exported")
+    ckpt = ip.save(make_model([6, 8, 3], dtype=torch.float32), folder / "m.safetensors")
+    assert main(["export", str(ckpt), "-o", str(folder / "m.onnx")]) == 0
+    return ckpt, folder / "m.onnx"
+
+
+def _damaged(kind: str, good: bytes) -> bytes:
+    if kind == "garbage":
+        return (
+            torch.randint(0, 256, (100,), generator=torch.Generator().manual_seed(0))
+            .to(torch.uint8)
+            .numpy()
+            .tobytes()
+        )
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    if kind == "empty":
+        return b""
+    assert kind == "bad-utf8"  # parses, but an operator name is not text
+    assert good.count(b"Tanh") >= 1
+    return good.replace(b"Tanh", b"\xff\xfe\xfd\xfc")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "empty", "bad-utf8"])
+def test_damaged_onnx_is_one_line_exit_2(exported, tmp_path, capsys, kind):
+    ckpt, good = exported
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(_damaged(kind, good.read_bytes()))
+    capsys.readouterr()
+    assert main(["verify", str(bad), str(ckpt), "--latency", "0"]) == 2
+    _one_line_error(capsys, f"expected an ONNX file at {bad}, got")
