@@ -25,7 +25,8 @@ def _python(code_or_args: list[str], **kw) -> subprocess.CompletedProcess:
     """Run this checkout's Python (``PYTHONPATH`` = the checkout) with ``code_or_args``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
     env.pop("ISOPROOF_DEBUG", None)
-    kw.setdefault("capture_output", True)
+    if "stdout" not in kw:
+        kw.setdefault("capture_output", True)
     return subprocess.run(
         [sys.executable, *code_or_args], env=env, text=True, timeout=120, check=False, **kw
     )
@@ -116,3 +117,19 @@ def test_damaged_onnx_is_one_line_exit_2(exported, tmp_path, capsys, kind):
     capsys.readouterr()
     assert main(["verify", str(bad), str(ckpt), "--latency", "0"]) == 2
     _one_line_error(capsys, f"expected an ONNX file at {bad}, got")
+
+
+# ----------------------------------------------------------------------- output into a closed pipe
+@pytest.mark.parametrize(("command", "status"), [(["info", "{ckpt}"], 141), (["--help"], 0)])
+def test_output_into_a_closed_pipe_is_quiet(exported, command, status):
+    """``isoproof ... | head -1``: the reader goes away; no traceback, exit status 141 (as
+    SIGPIPE; argparse itself drops the help text silently, exit 0)."""
+    ckpt, _ = exported
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE (Python ignores SIGPIPE)
+    try:
+        args = [a.format(ckpt=ckpt) for a in command]
+        done = _python(["-m", "isoproof", *args], stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (status, "")
