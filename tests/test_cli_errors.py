@@ -21,6 +21,26 @@ from isoproof.app.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _permissions_enforced() -> bool:
+    """Whether file modes bind this process (not root with CAP_DAC_OVERRIDE)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "probe"
+        probe.write_text("x")
+        probe.chmod(0)
+        try:
+            probe.read_text()
+        except PermissionError:
+            return True
+        finally:
+            probe.chmod(0o600)
+    return False
+
+
+PERMISSIONS_ENFORCED = _permissions_enforced()
+
+
 def _python(code_or_args: list[str], **kw) -> subprocess.CompletedProcess:
     """Run this checkout's Python (``PYTHONPATH`` = the checkout) with ``code_or_args``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
@@ -32,11 +52,11 @@ def _python(code_or_args: list[str], **kw) -> subprocess.CompletedProcess:
     )
 
 
-def _one_line_error(capsys, needle: str) -> str:
-    """The captured stderr: exactly one line, naming ``needle``."""
+def _one_line_error(capsys, *needles: str) -> str:
+    """The captured stderr: exactly one line, containing every one of ``needles``."""
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith("\n"), err
-    assert needle in err, err
+    assert all(n in err for n in needles), err
     assert "internal error" not in err and "Traceback" not in err
     return err
 
@@ -133,3 +153,162 @@ def test_output_into_a_closed_pipe_is_quiet(exported, command, status):
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (status, "")
+
+
+# ----------------------------------------------------------------------- output paths
+def _no_work(monkeypatch):
+    """Loading a checkpoint or a data set, or running a proof or experiment, fails loudly: the
+    output checks must come first."""
+    import isoproof.proofs.runner
+
+    import isoproof.app.experiments as experiments
+    import isoproof.data
+    import isoproof.io
+
+    def started(*args, **kwargs):
+        raise RuntimeError("work started before the output was checked")
+
+    for module, name in (
+        (isoproof.io, "load"),
+        (isoproof.data, "load_dataset"),
+        (isoproof.proofs.runner, "run"),
+        (experiments, "run_experiment"),
+    ):
+        monkeypatch.setattr(module, name, started)
+
+
+def _commands(ckpt: Path, onnx_file: Path, out: str) -> dict[str, list[str]]:
+    """Every command that writes a file, with ``out`` as its output (``{}`` = a suffix)."""
+    train = ["train", "--data", "digits", "--widths", "64,8,10", "--epochs", "1"]
+    return {
+        "train": [*train, "-o", out.format(".safetensors")],
+        "train --history": [*train, "-o", "never.safetensors", "--history", out.format(".json")],
+        "resize": ["resize", str(ckpt), "--sparsify", "-o", out.format(".safetensors")],
+        "export": ["export", str(ckpt), "-o", out.format(".onnx")],
+        "collapse": ["collapse", str(ckpt), "-o", out.format(".onnx")],
+        "ngc": ["ngc", str(ckpt), "--data", "digits", "-o", out.format(".onnx")],
+        "spectra": ["spectra", str(ckpt), "-o", out.format(".png")],
+        "verify --json": ["verify", str(onnx_file), str(ckpt), "--json", out.format(".json")],
+        "prove --json": ["prove", "--json", out.format(".json")],
+        "prove --junit": ["prove", "--junit", out.format(".xml")],
+    }
+
+
+COMMANDS = list(_commands(Path("m"), Path("o"), "x{}"))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_directory_as_output_file_is_one_line(exported, tmp_path, capsys, monkeypatch, command):
+    """``--junit .`` and the like: one line naming the flag, before any work (issue 16, 14)."""
+    _no_work(monkeypatch)
+    for suffix in (".safetensors", ".json", ".onnx", ".png", ".xml"):
+        (tmp_path / f"dir{suffix}").mkdir()
+    argv = _commands(*exported, str(tmp_path / "dir{}"))[command]
+    assert main(argv) == 2
+    _one_line_error(capsys, "expected a file path for ", ", got a directory")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_under_a_file_is_refused_before_any_work(
+    exported, tmp_path, capsys, monkeypatch, command
+):
+    """The output's folder cannot be created (a file is in the way): one line, nothing run."""
+    _no_work(monkeypatch)
+    (tmp_path / "plain").write_text("x")
+    argv = _commands(*exported, str(tmp_path / "plain" / "sub" / "out{}"))[command]
+    assert main(argv) == 2
+    _one_line_error(
+        capsys, "expected a writable folder for ", f"got {str(tmp_path / 'plain')!r} (a file)"
+    )
+
+
+@pytest.mark.skipif(not PERMISSIONS_ENFORCED, reason="this process (root) ignores file modes")
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unwritable_output_folder_is_refused_before_any_work(
+    exported, tmp_path, capsys, monkeypatch, command
+):
+    _no_work(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        argv = _commands(*exported, str(locked / "out{}"))[command]
+        assert main(argv) == 2
+        _one_line_error(capsys, "expected a writable folder for ", "(permission denied)")
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["experiment", "demo"])
+def test_output_folders_are_checked_before_any_work(tmp_path, capsys, monkeypatch, command):
+    import isoproof.app.demo as demo
+
+    _no_work(monkeypatch)
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: 1 / 0)
+    (tmp_path / "plain").write_text("x")
+    argv = {"experiment": ["experiment", "invariance", "--quick"], "demo": ["demo"]}[command]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 2
+    _one_line_error(
+        capsys, f"expected a folder for --out, got the file {str(tmp_path / 'plain')!r}"
+    )
+    assert main([*argv, "--out", str(tmp_path / "plain" / "sub")]) == 2
+    _one_line_error(
+        capsys, f"expected a writable folder for --out, got {str(tmp_path / 'plain')!r} (a file)"
+    )
+
+
+# ----------------------------------------------------------------------- the data cache
+@pytest.mark.parametrize("under", [False, True], ids=["file", "under-a-file"])
+def test_cache_set_to_a_file_is_one_line(tmp_path, capsys, monkeypatch, under):
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    monkeypatch.setenv("ISOPROOF_CACHE", str(plain / "sub" if under else plain))
+    argv = ["train", "--data", "digits", "--widths", "64,8,10", "--epochs", "1"]
+    assert main([*argv, "-o", str(tmp_path / "m.safetensors")]) == 2
+    if under:
+        _one_line_error(
+            capsys, f"expected a folder for $ISOPROOF_CACHE, got {str(plain)!r} (a file)"
+        )
+    else:
+        _one_line_error(
+            capsys, f"expected a folder for $ISOPROOF_CACHE, got the file {str(plain)!r}"
+        )
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+# ----------------------------------------------------------------------- unreadable inputs
+def _status(argv: list[str]) -> int:
+    """``main(argv)``'s exit status, including argparse's ``SystemExit``."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(e.code)
+
+
+def test_missing_file_and_directory_are_told_apart(tmp_path, capsys):
+    assert _status(["info", str(tmp_path / "nope.safetensors")]) == 2
+    missing = str(tmp_path / "nope.safetensors")
+    _one_line_error(capsys, f"expected an existing file, got {missing!r} (not found)")
+    assert _status(["info", str(tmp_path)]) == 2
+    _one_line_error(capsys, f"expected a file, got a directory {str(tmp_path)!r}")
+    assert _status(["export", str(tmp_path), "-o", str(tmp_path / "m.onnx")]) == 2
+    _one_line_error(capsys, "argument model: expected a file, got a directory")
+
+
+@pytest.mark.skipif(not PERMISSIONS_ENFORCED, reason="this process (root) ignores file modes")
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_unreadable_file_is_permission_denied(exported, tmp_path, capsys, where):
+    ckpt, _ = exported
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    target = locked / "m.safetensors"
+    target.write_bytes(ckpt.read_bytes())
+    (target if where == "file" else locked).chmod(0)
+    try:
+        assert _status(["info", str(target)]) == 2
+        _one_line_error(
+            capsys, f"expected a readable file, got {str(target)!r} (permission denied)"
+        )
+    finally:
+        locked.chmod(0o755)
+        target.chmod(0o644)

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from . import CliError
-from ._common import check_output, existing_file, load_model
+from ._common import add_force, check_output, check_output_folder, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,18 +46,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--web", type=Path, metavar="DIR", help="also write a draw-a-digit web demo")
     p.add_argument("--dataset", help="pixel statistics of the web demo (default by input size)")
+    add_force(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    x, y = read_data(args.data)
     if args.output is None and args.web is None:
         raise CliError("expected -o model.onnx or --web DIR, got neither")
     out = Path(args.output) if args.output is not None else args.web / "model.onnx"
     if out.suffix != ".onnx":
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
-    check_output(out, [args.model, args.data], (".onnx",))
+    if args.web is not None:
+        check_output_folder(args.web, "--web")
+    check_output(out, [args.model, args.data], (".onnx",), force=args.force)
+    model = load_model(args.model)
+    x, y = read_data(args.data)
     _check_data_shape(model, x)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not args.verify:

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from . import CliError
-from ._common import existing_file, load_model
+from ._common import add_force, check_output, existing_file, load_model
 
 
 def _keep(value: str) -> float:
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--rows", type=int, default=1024, help="calibration rows from the training split (1024)"
     )
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    add_force(p)
     p.set_defaults(run=run)
 
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"expected an .onnx output path (NGC models export to ONNX), got {output}")
     if args.rows < 1:
         raise CliError(f"expected --rows >= 1, got {args.rows}")
+    check_output(output, [args.model], (".onnx",), force=args.force)
     try:
         from isoproof.exporters import export_onnx, verify_onnx
     except ImportError as e:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_force, check_output
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from isoproof.proofs.options import add_arguments  # no SymPy: --version stays instant
@@ -14,10 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Exit 0 iff every claim holds and every negative control is refuted.",
     )
     add_arguments(p)
+    add_force(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from isoproof.proofs.runner import run_from_args
+
+    for flag, path, suffix in (("--json", args.json, ".json"), ("--junit", args.junit, ".xml")):
+        if path is not None:
+            check_output(path, [], (suffix,), force=args.force, flag=flag)
 
     return int(run_from_args(args))

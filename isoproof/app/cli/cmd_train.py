@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 from . import CliError
-from ._common import pair, parse_conv_spec, parse_widths
+from ._common import add_force, check_output, pair, parse_conv_spec, parse_widths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history", metavar="PATH", help="also write the training history as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("-o", "--output", required=True, help="where to save the model (.safetensors)")
+    add_force(p)
     p.set_defaults(run=run)
 
 
@@ -95,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise CliError(f"expected --epochs >= 1, got {args.epochs}")
+    check_output(args.output, [], (".safetensors",), force=args.force)  # before any training
+    if args.history:
+        check_output(args.history, [args.output], (".json",), force=args.force, flag="--history")
     if args.adapt and args.width_schedule:
         raise CliError("expected at most one of --adapt and --width-schedule, got both")
     if args.threads is not None:
