@@ -33,7 +33,6 @@ Example::
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -64,6 +63,7 @@ from .ops.diagonalisation import singular_values
 from .ops.neurodegeneration import prune
 from .ops.neurogenesis import grow
 from .ops.scaffold import adapt as adapt_model
+from .progress import Progress
 from .receipt import Receipt
 from .standard import linear_layers, widths_of
 
@@ -343,55 +343,6 @@ def evaluate(
     return {"loss": loss_sum / n, "accuracy": float(correct.float().mean()), "task_accuracy": tasks}
 
 
-class _Progress:
-    """A rich progress bar on a terminal, else one printed line per epoch."""
-
-    def __init__(self, verbose: bool, epochs: int, steps: int) -> None:
-        """``steps``: the total number of batches of the run."""
-        self.bar = None
-        self.verbose = verbose
-        if not verbose:
-            return
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-        except ImportError:
-            return
-        console = Console(file=sys.stderr)
-        if not console.is_terminal:
-            return
-        self.bar = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-        )
-        self.task = self.bar.add_task("fit", total=steps, epoch=f"1/{epochs}", info="")
-        self.bar.start()
-
-    def step(self, epoch: str, info: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, epoch=epoch, info=info)
-
-    def epoch_done(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(line, highlight=False)
-        elif self.verbose:
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _check_positive(name: str, value: object, *, integer: bool = True) -> None:
     kind = int if integer else int | float
     ok = isinstance(value, kind) and not isinstance(value, bool)
@@ -449,7 +400,8 @@ def fit(
             new AdamW); it is passed to every resize so its state follows.
         seed: seeds the data order and the new neurons' weights (``None``: random).
         device: where to train (default: where the model is).
-        verbose: show progress (rich bar on a terminal, else one line per epoch on stderr).
+        verbose: show progress (:class:`~isoproof.progress.Progress`: a bar on a terminal,
+            else one line per epoch on stderr).
 
     Returns:
         The :class:`History`; the model is trained (and resized) in place.
@@ -465,7 +417,7 @@ def fit(
     history = _new_history(run, settings)
     _record(history, run, 0, None, [], 0.0, 0.0)
     steps = sum(math.ceil(_active(run, w) / run.batch_size) for w in run.weights)
-    progress = _Progress(verbose and rank() == 0, epochs, steps)
+    progress = Progress(f"epoch 1/{epochs}", steps, enabled=verbose and rank() == 0, notes=True)
     try:
         for epoch in range(1, epochs + 1):
             if _epoch(run, epoch, history, progress, callbacks):
@@ -476,7 +428,7 @@ def fit(
 
 
 def _epoch(
-    run: _Run, epoch: int, history: History, progress: _Progress, callbacks: Sequence[Callback]
+    run: _Run, epoch: int, history: History, progress: Progress, callbacks: Sequence[Callback]
 ) -> bool:
     """Train one epoch, resize, record; returns whether a callback (rank 0's) asks to stop."""
     t0 = time.perf_counter()
@@ -485,7 +437,7 @@ def _epoch(
     receipts = _resize(run, epoch)
     t2 = time.perf_counter() if receipts else t1
     _record(history, run, epoch, sums, receipts, t1 - t0, t2 - t1)
-    progress.epoch_done(
+    progress.note(
         f"epoch {epoch}/{run.epochs}: loss {history.train_loss[-1]:.4f}, train "
         f"{history.train_accuracy[-1]:.1%}, test {history.test_accuracy[-1]:.1%}, widths "
         f"{history.widths[-1]}, {t1 - t0:.2f} s + resize {t2 - t1:.3f} s"
@@ -657,7 +609,7 @@ def _epoch_rows(run: _Run, epoch: int, w: list[float]) -> torch.Tensor:
     return rows
 
 
-def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> tuple[float, float]:
+def _train_epoch(run: _Run, epoch: int, progress: Progress) -> tuple[float, float]:
     """One pass over this process's rows; returns the epoch's (mean loss, accuracy) over every
     process's rows (running means before the resize)."""
     w = run.weights[epoch - 1]
@@ -682,9 +634,10 @@ def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> tuple[float, flo
         loss_sum += float(loss.detach()) * idx.numel()
         correct += int((pred == yb).sum())
         seen += idx.numel()
-        progress.step(
-            f"{epoch}/{run.epochs}",
+        progress.update(
             f"loss {loss_sum / seen:.3f} acc {correct / seen:.1%} widths {widths_now}",
+            advance=1,
+            label=f"epoch {epoch}/{run.epochs}",
         )
     loss_sum, correct, seen = sum_over_processes([loss_sum, correct, seen], run.device)
     return loss_sum / seen, correct / seen

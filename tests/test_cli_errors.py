@@ -6,6 +6,7 @@ a fresh one where the process matters (imports, broken pipes, terminals).
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -312,3 +313,54 @@ def test_unreadable_file_is_permission_denied(exported, tmp_path, capsys, where)
     finally:
         locked.chmod(0o755)
         target.chmod(0o644)
+
+
+# ----------------------------------------------------------------------- progress on a terminal
+class _Terminal(io.StringIO):
+    """A stand-in for a terminal's stderr (``isatty()`` is true): a fake TTY, not a pty."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _stderr_of(monkeypatch, capsys, argv: list[str], terminal: bool) -> tuple[int, str, str]:
+    """``main(argv)`` with stderr a (fake) terminal or a plain stream; (status, stderr, stdout)."""
+    stream = _Terminal() if terminal else io.StringIO()
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stderr", stream)
+        status = main(argv)
+    return status, stream.getvalue(), capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["prove", "export", "ngc"])
+def test_long_commands_show_progress_on_a_terminal_only(
+    exported, tmp_path, capsys, monkeypatch, isolated_cache, command
+):
+    ckpt, _ = exported
+    if command == "ngc":
+        ckpt = ip.save(make_model([64, 12, 12, 10], dtype=torch.float32), tmp_path / "d.st")
+    argv, seen = {
+        "prove": (["prove", "--only", "equivariance.any_n"], "equivariance.any_n"),
+        "export": (["export", str(ckpt), "-o", str(tmp_path / "m.onnx"), "--verify"], "verify"),
+        "ngc": (["ngc", str(ckpt), "--data", "digits", "-o", str(tmp_path / "n.onnx")], "export"),
+    }[command]
+    status, err, out = _stderr_of(monkeypatch, capsys, [*argv, "--force"], terminal=True)
+    assert status == 0
+    assert f"{command}" in err and seen in err and "\x1b[" in err  # a drawn bar
+    assert "\x1b[" not in out  # the report on stdout stays plain
+    status, err, out = _stderr_of(monkeypatch, capsys, [*argv, "--force"], terminal=False)
+    assert (status, err) == (0, "")
+    assert out
+
+
+def test_train_draws_its_epochs_on_a_terminal_and_prints_lines_otherwise(
+    tmp_path, capsys, monkeypatch, isolated_cache
+):
+    argv = ["train", "--data", "digits", "--widths", "64,8,10", "--epochs", "2", "--force"]
+    argv += ["-o", str(tmp_path / "m.safetensors")]
+    status, err, _ = _stderr_of(monkeypatch, capsys, argv, terminal=True)
+    assert status == 0 and "epoch 2/2" in err and "\x1b[" in err
+    status, err, _ = _stderr_of(monkeypatch, capsys, argv, terminal=False)
+    assert status == 0 and "\x1b[" not in err
+    assert [line[:10] for line in err.splitlines()] == ["epoch 1/2:", "epoch 2/2:"]
