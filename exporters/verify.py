@@ -378,10 +378,12 @@ def _load_checked(
         )
     try:
         proto = onnx.load(str(path))
-    except Exception as e:  # protobuf's DecodeError, truncated files, ...
+        # a file that parses can still be no model (empty, or names that are not UTF-8 text)
+        onnx.checker.check_model(proto)
+    except Exception as e:  # protobuf's DecodeError, truncated files, ValidationError, ...
         raise VerificationError(
             f"expected an ONNX file at {path}, got an unreadable one ({type(e).__name__}: "
-            f"{one_line(e)})"
+            f"{one_line(e, limit=200)})"
         ) from e
     return path, proto, tuple(dict.fromkeys(names))
 

@@ -16,27 +16,24 @@ Example::
     >>> receipt = isoproof.sparsify(model)
     >>> isoproof.testing.assert_function_preserved(lambda x: y, model, x) < 1e-12
     True
+
+The package is lazy (PEP 562): ``import isoproof`` loads only the version and the exceptions, and
+each public name imports its module (and torch) on first use, so ``isoproof --version`` starts
+without torch or SymPy. ``from isoproof import X`` and ``isoproof.X`` work as before.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
 
 from . import _layout
 
 _layout.install()  # isoproof.proofs / isoproof.exporters in a source checkout (see _layout)
 
-from . import data as data
-from . import distributed as distributed
-from . import ngc as ngc
-from . import testing as testing
 from ._version import __version__ as __version__
-from .activations import IsotropicActivation as IsotropicActivation
-from .activations import export_mode as export_mode
-from .collapse import CollapsedMLP as CollapsedMLP
-from .collapse import collapse as collapse
-from .conv import IsotropicConvNet as IsotropicConvNet
-from .diagonal import DiagonalConv as DiagonalConv
-from .diagonal import DiagonalLinear as DiagonalLinear
-from .distributed import check_replicas as check_replicas
-from .distributed import synchronise as synchronise
-from .distributed import synchronised as synchronised
 from .exceptions import CheckpointError as CheckpointError
 from .exceptions import IsoproofError as IsoproofError
 from .exceptions import LayerIndexError as LayerIndexError
@@ -52,35 +49,75 @@ from .exceptions import StaleWrapperError as StaleWrapperError
 from .exceptions import UnsupportedOptimizerError as UnsupportedOptimizerError
 from .exceptions import UnsynchronisedError as UnsynchronisedError
 from .exceptions import WidthError as WidthError
-from .io import load as load
-from .io import save as save
-from .mlp import IsotropicMLP as IsotropicMLP
-from .mlp import count_parameters as count_parameters
-from .network import IsotropicNet as IsotropicNet
-from .ngc import NGCLinear as NGCLinear
-from .ngc import ngc_compress as ngc_compress
-from .ops import adapt as adapt
-from .ops import add_inputs as add_inputs
-from .ops import add_outputs as add_outputs
-from .ops import full_diagonalise as full_diagonalise
-from .ops import grow as grow
-from .ops import left_diagonalise as left_diagonalise
-from .ops import prune as prune
-from .ops import prune_below as prune_below
-from .ops import prune_dead as prune_dead
-from .ops import remove_inputs as remove_inputs
-from .ops import remove_outputs as remove_outputs
-from .ops import rotate as rotate
-from .ops import singular_values as singular_values
-from .ops import sparsify as sparsify
-from .ops._bounds import exact_bounds as exact_bounds
-from .radial import get_radial as get_radial
-from .receipt import Receipt as Receipt
-from .stability import stability as stability
-from .train import AdaptSchedule as AdaptSchedule
-from .train import History as History
-from .train import WidthSchedule as WidthSchedule
-from .train import fit as fit
+
+#: Module (relative to the package) -> the public names it provides, imported on first use.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "activations": ("IsotropicActivation", "export_mode"),
+    "collapse": ("CollapsedMLP", "collapse"),
+    "conv": ("IsotropicConvNet",),
+    "diagonal": ("DiagonalConv", "DiagonalLinear"),
+    "distributed": ("check_replicas", "synchronise", "synchronised"),
+    "io": ("load", "save"),
+    "mlp": ("IsotropicMLP", "count_parameters"),
+    "network": ("IsotropicNet",),
+    "ngc": ("NGCLinear", "ngc_compress"),
+    "ops": (
+        "adapt",
+        "add_inputs",
+        "add_outputs",
+        "full_diagonalise",
+        "grow",
+        "left_diagonalise",
+        "prune",
+        "prune_below",
+        "prune_dead",
+        "remove_inputs",
+        "remove_outputs",
+        "rotate",
+        "singular_values",
+        "sparsify",
+    ),
+    "ops._bounds": ("exact_bounds",),
+    "radial": ("get_radial",),
+    "receipt": ("Receipt",),
+    "stability": ("stability",),
+    "train": ("AdaptSchedule", "History", "WidthSchedule", "fit"),
+}
+_SOURCE = {name: module for module, names in _LAZY.items() for name in names}
+#: Public submodules (``isoproof.data`` ...), imported on first use as well.
+_SUBMODULES = frozenset({"data", "distributed", "ngc", "testing"})
+#: Functions named like the module that defines them: the function is the package attribute.
+_SHADOWED = frozenset(n for n in _SOURCE if n == _SOURCE[n])
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind a public name on first use (PEP 562)."""
+    if name in _SOURCE:
+        value = getattr(importlib.import_module(f".{_SOURCE[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``isoproof.collapse`` / ``isoproof.stability`` the functions (as they were before
+    the package became lazy) when their submodules are imported: the import system would set the
+    package attribute to the submodule."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "AdaptSchedule",

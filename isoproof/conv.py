@@ -57,6 +57,7 @@ from torch import nn
 from .activations import IntrinsicLength, IsotropicActivation
 from .diagonal import DiagonalConv, DiagonalLinear
 from .exceptions import IsoproofError, NotEquivariantError, WidthError
+from .io import register_format
 from .mlp import INIT_MODES, Init, initialise_linear
 from .network import IsotropicNet
 from .psi import PsiMode, PsiVectors
@@ -428,3 +429,6 @@ def _spatial_shapes(
         shapes.append(nxt)
         cur = nxt
     return shapes
+
+
+register_format("isoproof.IsotropicConvNet/1", IsotropicConvNet)

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from ._validate import check_int
 from .exceptions import IsoproofError, MissingExtraError
-from .files import atomic_path
+from .files import atomic_path, check_folder
 
 __all__ = [
     "CIFAR10_FILES",
@@ -253,7 +253,12 @@ def load_digits(
 
 
 def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """``path``, else ``$ISOPROOF_CACHE``, else ``~/.cache/isoproof``."""
+    """``path``, else ``$ISOPROOF_CACHE``, else ``~/.cache/isoproof``.
+
+    Raises:
+        IsoproofError: the folder is a file, or lies under one
+            (:func:`isoproof.files.check_folder`).
+    """
     env = os.environ.get("ISOPROOF_CACHE")
     folder = (
         Path(path)
@@ -262,10 +267,8 @@ def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
         if env
         else Path.home() / ".cache" / "isoproof"
     )
-    if folder.exists() and not folder.is_dir():
-        source = "cache_dir" if path is not None else "$ISOPROOF_CACHE" if env else "the cache"
-        raise IsoproofError(f"expected {source} to be a folder, got the file {str(folder)!r}")
-    return folder
+    source = "cache_dir" if path is not None else "$ISOPROOF_CACHE" if env else "the cache"
+    return check_folder(folder, source, writable=False)  # read-only caches may still be read
 
 
 def load_mnist1d(

@@ -5,7 +5,8 @@ file is only replaced once the new one is complete. The temporary name is
 ``.<name>.<pid>.isoproof-tmp``: a process killed mid-write (``kill -9``) leaves it behind, and
 the next write of the same path removes every such file whose process is gone. The final file
 gets the mode a plain ``open()`` would give it (``0o666`` minus the umask, or the mode of the
-file it replaces).
+file it replaces). :func:`check_folder` tells before any long work whether a folder can hold the
+files (the command line checks every output that way).
 
 Example::
 
@@ -22,7 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text", "remove_stale_temporaries"]
+from .exceptions import IsoproofError
+
+__all__ = ["atomic_path", "atomic_write_text", "check_folder", "remove_stale_temporaries"]
 
 _SUFFIX = ".isoproof-tmp"
 
@@ -78,3 +81,40 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def check_folder(folder: str | os.PathLike[str], what: str, *, writable: bool = True) -> Path:
+    """Check that ``folder`` is, or can be created as, a folder (writable unless told otherwise).
+
+    The folder itself, if it exists, must be a folder; otherwise its nearest existing ancestor
+    must be one (so that it can be created). With ``writable``, that folder must let this
+    process create files (not read-only, not locked by permissions). Nothing is created.
+
+    Args:
+        folder: the folder that will hold the files.
+        what: how the message names it (e.g. ``"--out"``, ``"$ISOPROOF_CACHE"``).
+        writable: also require write permission.
+
+    Raises:
+        IsoproofError: ``"expected a folder for X, got the file P"`` or ``"expected a (writable)
+            folder for X, got P (a file | permission denied | read-only file system)"``, where
+            ``P`` is the nearest existing folder or file on the way.
+
+    Example::
+
+        >>> check_folder(tmp_path / "new" / "sub", "--out") == tmp_path / "new" / "sub"
+        True
+    """
+    folder = Path(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):  # os.path: never raises
+        raise IsoproofError(f"expected a folder for {what}, got the file {str(folder)!r}")
+    existing = next(p for p in (folder, *folder.parents) if os.path.exists(p) or p == p.parent)
+    kind = "a writable folder" if writable else "a folder"
+    if not os.path.isdir(existing):
+        reason = "a file"
+    elif not writable or os.access(existing, os.W_OK | os.X_OK):
+        return folder
+    else:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        reason = "read-only file system" if read_only else "permission denied"
+    raise IsoproofError(f"expected {kind} for {what}, got {str(existing)!r} ({reason})")

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -40,7 +41,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ._version import __version__
-from .conv import IsotropicConvNet
 from .exceptions import CheckpointError, IsoproofError, NonFiniteError, NotIsotropicError
 from .files import atomic_path
 from .mlp import IsotropicMLP
@@ -48,6 +48,7 @@ from .network import IsotropicNet
 from .ops._surgery import check_maps
 
 __all__ = [
+    "BUILTIN_MODULES",
     "FORMAT",
     "FORMATS",
     "MAX_CONFIG_BYTES",
@@ -63,7 +64,11 @@ __all__ = [
 
 FORMAT = "isoproof.IsotropicMLP/1"
 #: Format tag -> model class; every saveable class is registered here (:func:`register_format`).
+#: The built-in classes of :data:`BUILTIN_MODULES` register themselves when their module is
+#: imported, which :func:`save` and :func:`load` do before they look a format up.
 FORMATS: dict[str, type[nn.Module]] = {FORMAT: IsotropicMLP}
+#: Modules (of this package) that define saveable classes and register them on import.
+BUILTIN_MODULES = ("conv", "collapse")
 #: Largest safetensors JSON header :func:`load` reads (the header is parsed before anything else).
 MAX_HEADER_BYTES = 16 * 2**20
 #: Largest config (JSON text) :func:`load` builds a model from.
@@ -140,8 +145,15 @@ def register_format(name: str, cls: type[nn.Module]) -> None:
     FORMATS[name] = cls
 
 
+def _formats() -> dict[str, type[nn.Module]]:
+    """:data:`FORMATS` with every built-in class registered (imports :data:`BUILTIN_MODULES`)."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f".{module}", __package__)
+    return FORMATS
+
+
 def _format_of(model: object) -> str:
-    for name, cls in FORMATS.items():
+    for name, cls in _formats().items():
         if type(model) is cls:
             return name
     names = ", ".join(c.__name__ for c in FORMATS.values())
@@ -237,7 +249,7 @@ def _read_header(
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise _fail(path, "expected string metadata in the header")
     specs = {k: _tensor_spec(path, k, v, size - 8 - n) for k, v in header.items()}
-    if meta.get("format") not in FORMATS:
+    if meta.get("format") not in _formats():
         raise _fail(path, f"expected a format in {sorted(FORMATS)}, got {meta.get('format')!r}")
     for key, limit in (("config", MAX_CONFIG_BYTES), ("training", MAX_TRAINING_BYTES)):
         text = meta.get(key)
@@ -359,6 +371,3 @@ def read_checked(
     if meta.get("sha256") != _digest(tensors, prefix):
         raise _fail(path, "config or tensor data does not match its SHA-256 (corrupted or edited)")
     return meta, tensors
-
-
-register_format("isoproof.IsotropicConvNet/1", IsotropicConvNet)

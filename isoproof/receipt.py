@@ -11,7 +11,11 @@ Fields:
     singular_values: the singular values involved (removed ones for pruning), descending.
     bound: an upper bound on ``max |output change|`` (0.0 for exact operations; for pruning the
         first-order bound of :mod:`isoproof.ops.neurodegeneration`). ``inf`` when no finite
-        bound exists.
+        bound exists. An inexact bound assumes that every input row has ``|x| <= A_0``, the
+        input-norm bound of the operation: its ``input_norm=`` if given, else the largest row
+        norm of its ``probe=``, else 1 (then the bound is per unit input norm). Within that
+        ball it holds for every input, not only for the probe; outside it, it says nothing
+        (:mod:`isoproof.ops._bounds`, ``docs/method.md`` §4).
     max_abs_change: measured ``max |f_after(x) - f_before(x)|`` on the ``probe=`` batch, else
         ``None``.
 

@@ -24,6 +24,14 @@ optimiser state, the generators and the history: :mod:`isoproof.checkpoint`), an
 ``fit(isoproof.load(path), ..., resume=path)`` continues from it: ``fit(epochs=4)`` and
 ``fit(epochs=2, checkpoint=p)`` followed by ``fit(epochs=4, resume=p)`` end with the same bits.
 
+Under ``torch.distributed`` (a process group of several processes, e.g. ``torchrun``) the same
+``fit`` call runs on every process: the model is wrapped in ``DistributedDataParallel``, each
+process reads its shard of every epoch through a ``DistributedSampler`` (``batch_size`` is the
+global batch, split evenly), every resize runs through :func:`isoproof.distributed.synchronise`
+(rank 0 computes the changes of basis, the replicas are checked and the wrapper rebuilt),
+evaluation, progress and checkpoint writes run on rank 0, and the returned :class:`History` is
+identical on every process.
+
 Example::
 
     >>> from isoproof.data import load_digits
@@ -33,6 +41,23 @@ Example::
     ...               seed=0, verbose=False)
     >>> history.test_accuracy[-1] > 0.8, history.widths[-1] == model.widths
     (True, True)
+
+An interrupted run, resumed (the same bits as the run that was never interrupted)::
+
+    >>> from isoproof.data import load_digits
+    >>> data = load_digits().subset(240, 60)
+    >>> net = lambda: IsotropicMLP([64, 8, 10], generator=torch.Generator().manual_seed(0))
+    >>> kw = dict(adapt=AdaptSchedule(buffer=2, threshold=0.9), seed=0, verbose=False)
+    >>> whole = net()
+    >>> h = fit(whole, data, epochs=3, **kw)
+    >>> path = tmp_path / "run.safetensors"
+    >>> _ = fit(net(), data, epochs=2, checkpoint=path, **kw)  # "interrupted" after 2
+    >>> resumed = ip.load(path)
+    >>> h2 = fit(resumed, data, epochs=3, resume=path, **kw)
+    >>> h2.to_dict(timings=False) == h.to_dict(timings=False), resumed.widths == whole.widths
+    (True, True)
+    >>> all(torch.equal(p, q) for p, q in zip(resumed.parameters(), whole.parameters()))
+    True
 """
 
 from __future__ import annotations
@@ -40,7 +65,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -74,6 +98,7 @@ from .ops.diagonalisation import singular_values
 from .ops.neurodegeneration import prune
 from .ops.neurogenesis import grow
 from .ops.scaffold import adapt as adapt_model
+from .progress import Progress
 from .receipt import Receipt
 from .standard import linear_layers, widths_of
 
@@ -353,55 +378,6 @@ def evaluate(
     return {"loss": loss_sum / n, "accuracy": float(correct.float().mean()), "task_accuracy": tasks}
 
 
-class _Progress:
-    """A rich progress bar on a terminal, else one printed line per epoch."""
-
-    def __init__(self, verbose: bool, epochs: int, steps: int) -> None:
-        """``steps``: the total number of batches of the run."""
-        self.bar = None
-        self.verbose = verbose
-        if not verbose:
-            return
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-        except ImportError:
-            return
-        console = Console(file=sys.stderr)
-        if not console.is_terminal:
-            return
-        self.bar = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-        )
-        self.task = self.bar.add_task("fit", total=steps, epoch=f"1/{epochs}", info="")
-        self.bar.start()
-
-    def step(self, epoch: str, info: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, epoch=epoch, info=info)
-
-    def epoch_done(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(line, highlight=False)
-        elif self.verbose:
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _check_positive(name: str, value: object, *, integer: bool = True) -> None:
     kind = int if integer else int | float
     ok = isinstance(value, kind) and not isinstance(value, bool)
@@ -430,15 +406,8 @@ def fit(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
 ) -> History:
-    """Train ``model`` on ``data`` for ``epochs`` epochs, resizing it after each as scheduled.
-
-    Under ``torch.distributed`` (a process group of several processes, e.g. ``torchrun``) the
-    same call runs on every process: the model is wrapped in ``DistributedDataParallel``, each
-    process reads its shard of every epoch through a ``DistributedSampler`` (``batch_size`` is
-    the global batch, split evenly), every resize runs through
-    :func:`isoproof.distributed.synchronise` (rank 0 computes the changes of basis, the replicas
-    are checked and the wrapper rebuilt), evaluation and progress run on rank 0, and the
-    returned :class:`History` is identical on every process.
+    """Train ``model`` on ``data`` for ``epochs`` epochs, resizing it after each as scheduled
+    (under ``torch.distributed`` on every process: see the module docstring).
 
     Args:
         model: an :class:`~isoproof.IsotropicMLP` or any classifier ``nn.Module`` mapping
@@ -447,32 +416,22 @@ def fit(
         data: a :class:`~isoproof.data.Dataset` or :class:`~isoproof.data.MultiTaskDataset`.
         epochs: number of passes over the training split.
         lr, weight_decay: AdamW settings (ignored when ``optimizer`` is given).
-        batch_size: mini-batch size (the last batch of an epoch may be smaller); with several
-            processes the global batch, a multiple of their number.
+        batch_size: mini-batch size; with several processes the global batch (a multiple).
         adapt: scaffold-buffer schedule (:class:`AdaptSchedule`).
-        width_schedule: a :class:`WidthSchedule` or the hidden target widths (reached at the
-            last epoch).
-        task_weights: multi-task only: per-epoch loss weights, one per task (a list with one row
-            per epoch, or ``f(epoch) -> weights`` with ``epoch`` from 1). Rows of tasks with
-            weight 0 are skipped. Default: every task weighs 1.
-        callbacks: ``f(epoch, model, history)`` called after each epoch; returning ``True``
-            stops training (with several processes, rank 0's answer counts).
-        optimizer: an SGD/Adam/AdamW over ``model``'s parameters to continue with (default: a
-            new AdamW); it is passed to every resize so its state follows.
+        width_schedule: a :class:`WidthSchedule` or the hidden widths reached at the end.
+        task_weights: multi-task only: per-epoch loss weights (a row per epoch, or
+            ``f(epoch) -> weights``, epochs from 1); weight-0 tasks are skipped. Default: all 1.
+        callbacks: ``f(epoch, model, history)`` after each epoch; ``True`` stops (rank 0's).
+        optimizer: an SGD/Adam/AdamW over ``model``'s parameters (default: a new AdamW); every
+            resize transforms its state.
         seed: seeds the data order and the new neurons' weights (``None``: random).
         device: where to train (default: where the model is).
-        verbose: show progress (rich bar on a terminal, else one line per epoch on stderr).
-        checkpoint: write a training checkpoint to this file after every epoch, atomically (rank
-            0 writes, every process waits): the model, the optimiser state, the generators and
-            the history (:mod:`isoproof.checkpoint`). Needs a saveable model
-            (:func:`isoproof.save`) and an SGD/Adam/AdamW.
-        resume: continue the run saved in this training checkpoint (it may be ``checkpoint``
-            itself): pass the model it holds (``isoproof.load(resume)``, on every process) and
-            the interrupted run's arguments, ``epochs`` being the total to reach. The optimiser
-            state (over the same parameter names), the generators and the history are restored,
-            training goes on after the checkpoint's epoch, and the result is bit-identical to a
-            run that was never interrupted (a :class:`WidthSchedule` without ``epochs`` spreads
-            over ``epochs``: keep it). fit draws nothing from the global RNG.
+        verbose: show progress (a bar on a terminal, else a line per epoch on stderr).
+        checkpoint: write a training checkpoint (:mod:`isoproof.checkpoint`) here after every
+            epoch, atomically; needs a saveable model and an SGD/Adam/AdamW.
+        resume: continue the run saved in this checkpoint: pass ``isoproof.load(resume)`` and
+            the interrupted run's arguments (``epochs``: the total to reach); the result is
+            bit-identical to a run never interrupted (keep a :class:`WidthSchedule`'s ``epochs``).
 
     Returns:
         The :class:`History`; the model is trained (and resized) in place.
@@ -482,36 +441,17 @@ def fit(
         WidthError: the model does not fit the data or the width schedule.
         NonFiniteError: the loss became NaN/Inf (try a smaller ``lr``).
         NotIsotropicError: ``checkpoint`` with a model no format is registered for.
-        CheckpointError: ``resume`` is missing or damaged, holds another model (or other
-            weights) or another optimiser's state, or comes from a run with other settings;
-            model, optimiser and generators are unchanged then.
+        CheckpointError: ``resume`` is missing, damaged, or from another model, optimiser or
+            settings; model, optimiser and generators are unchanged then.
 
     Examples:
-        >>> from isoproof.data import load_digits
-        >>> data = load_digits().subset(240, 60)
-        >>> net = lambda: IsotropicMLP([64, 8, 10], generator=torch.Generator().manual_seed(0))
-        >>> kw = dict(adapt=AdaptSchedule(buffer=2, threshold=0.9), seed=0, verbose=False)
-        >>> whole = net()
-        >>> h = fit(whole, data, epochs=3, **kw)
-        >>> path = tmp_path / "run.safetensors"
-        >>> _ = fit(net(), data, epochs=2, checkpoint=path, **kw)  # "interrupted" after 2
-        >>> resumed = ip.load(path)
-        >>> h2 = fit(resumed, data, epochs=3, resume=path, **kw)
-        >>> h2.to_dict(timings=False) == h.to_dict(timings=False), resumed.widths == whole.widths
-        (True, True)
-        >>> all(torch.equal(p, q) for p, q in zip(resumed.parameters(), whole.parameters()))
-        True
+        The module docstring trains a model, then resumes an interrupted run bit-identically.
     """
     width_schedule = _check_fit(data, epochs, batch_size, lr, weight_decay, adapt, width_schedule)
     checkpoint, resume = _check_path("checkpoint", checkpoint), _check_path("resume", resume)
     run = _start(model, data, epochs, batch_size, adapt, width_schedule, task_weights, seed, device)
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(
-            [p for p in run.model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
-        )
-    run.optimizer, run.checkpoint = optimizer, checkpoint
-    if checkpoint is not None:
-        check_saveable(run.model, optimizer)  # now, not after the first epoch's work
+    run.checkpoint = checkpoint
+    run.optimizer = _optimiser(run, optimizer, lr, weight_decay, checkpoint)
     settings = {"lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed}
     history = _new_history(run, settings)
     if resume is None:
@@ -519,8 +459,7 @@ def fit(
     else:
         history = _resume(run, history, resume)
     first = len(history)  # the epoch after the last recorded one
-    steps = sum(math.ceil(_active(run, w) / run.batch_size) for w in run.weights[first - 1 :])
-    progress = _Progress(verbose and rank() == 0, epochs, steps)
+    progress = _progress(run, first, epochs, verbose)
     try:
         for epoch in range(first, epochs + 1):
             if _epoch(run, epoch, history, progress, callbacks):
@@ -530,8 +469,30 @@ def fit(
     return history
 
 
+def _optimiser(
+    run: _Run,
+    optimizer: torch.optim.Optimizer | None,
+    lr: float,
+    weight_decay: float,
+    checkpoint: Path | None,
+) -> torch.optim.Optimizer:
+    """The optimiser to train with (default: a new AdamW), checked now if checkpoints are due."""
+    if optimizer is None:
+        params = [p for p in run.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if checkpoint is not None:
+        check_saveable(run.model, optimizer)  # now, not after the first epoch's work
+    return optimizer
+
+
+def _progress(run: _Run, first: int, epochs: int, verbose: bool) -> Progress:
+    """Progress over the batches of epochs ``first..epochs`` (rank 0 only)."""
+    steps = sum(math.ceil(_active(run, w) / run.batch_size) for w in run.weights[first - 1 :])
+    return Progress(f"epoch {first}/{epochs}", steps, enabled=verbose and rank() == 0, notes=True)
+
+
 def _epoch(
-    run: _Run, epoch: int, history: History, progress: _Progress, callbacks: Sequence[Callback]
+    run: _Run, epoch: int, history: History, progress: Progress, callbacks: Sequence[Callback]
 ) -> bool:
     """Train one epoch, resize, record; returns whether a callback (rank 0's) asks to stop."""
     t0 = time.perf_counter()
@@ -540,7 +501,7 @@ def _epoch(
     receipts = _resize(run, epoch)
     t2 = time.perf_counter() if receipts else t1
     _record(history, run, epoch, sums, receipts, t1 - t0, t2 - t1)
-    progress.epoch_done(
+    progress.note(
         f"epoch {epoch}/{run.epochs}: loss {history.train_loss[-1]:.4f}, train "
         f"{history.train_accuracy[-1]:.1%}, test {history.test_accuracy[-1]:.1%}, widths "
         f"{history.widths[-1]}, {t1 - t0:.2f} s + resize {t2 - t1:.3f} s"
@@ -799,7 +760,7 @@ def _epoch_rows(run: _Run, epoch: int, w: list[float]) -> torch.Tensor:
     return rows
 
 
-def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> tuple[float, float]:
+def _train_epoch(run: _Run, epoch: int, progress: Progress) -> tuple[float, float]:
     """One pass over this process's rows; returns the epoch's (mean loss, accuracy) over every
     process's rows (running means before the resize)."""
     w = run.weights[epoch - 1]
@@ -824,9 +785,10 @@ def _train_epoch(run: _Run, epoch: int, progress: _Progress) -> tuple[float, flo
         loss_sum += float(loss.detach()) * idx.numel()
         correct += int((pred == yb).sum())
         seen += idx.numel()
-        progress.step(
-            f"{epoch}/{run.epochs}",
+        progress.update(
             f"loss {loss_sum / seen:.3f} acc {correct / seen:.1%} widths {widths_now}",
+            advance=1,
+            label=f"epoch {epoch}/{run.epochs}",
         )
     loss_sum, correct, seen = sum_over_processes([loss_sum, correct, seen], run.device)
     return loss_sum / seen, correct / seen

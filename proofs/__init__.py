@@ -18,8 +18,31 @@ Example::
     (True, ['proved', 'not proved'])
 """
 
-from .registry import Claim, claims
-from .report import Report, Result
-from .runner import evaluate, main, run
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Module -> the public names it provides, imported on first use (PEP 562), so that importing
+#: :mod:`proofs.options` (the ``isoproof`` parser does) does not import SymPy.
+_LAZY = {
+    "registry": ("Claim", "claims"),
+    "report": ("Report", "Result"),
+    "runner": ("evaluate", "main", "run"),
+}
+_SOURCE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_SOURCE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = ["Claim", "Report", "Result", "claims", "evaluate", "main", "run"]

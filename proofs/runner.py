@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
@@ -33,13 +33,11 @@ import sympy as sp
 
 from . import registry
 from ._symbolic import Residual, entries, is_zero
+from .options import DEFAULT_TIMEOUT, add_arguments
 from .registry import Claim
 from .report import Report, Result, shorten_residual, write_atomic
 
 __all__ = ["DEFAULT_TIMEOUT", "ClaimTimeout", "evaluate", "main", "run", "time_limit"]
-
-#: Seconds allowed per claim by default.
-DEFAULT_TIMEOUT = 60.0
 
 
 class ClaimTimeout(Exception):
@@ -129,38 +127,27 @@ def _select(ids: Sequence[str] | None) -> tuple[Claim, ...]:
     return tuple(by_id[i] for i in dict.fromkeys(ids))
 
 
-def run(ids: Sequence[str] | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> Report:
-    """Evaluate the claims named by ``ids`` (all when ``None``), in registry order."""
+def run(
+    ids: Sequence[str] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    on_claim: Callable[[int, int, str], object] | None = None,
+) -> Report:
+    """Evaluate the claims named by ``ids`` (all when ``None``), in registry order.
+
+    ``on_claim(index, total, claim_id)`` is called before each claim runs (progress display).
+    """
     selected = _select(ids)
     start, cpu = time.perf_counter(), time.process_time()
-    results = tuple(evaluate(claim, timeout) for claim in selected)
+    results: list[Result] = []
+    for index, claim in enumerate(selected):
+        if on_claim is not None:
+            on_claim(index, len(selected), claim.id)
+        results.append(evaluate(claim, timeout))
     return Report(
-        results=results,
+        results=tuple(results),
         seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the runner's options to ``parser`` (shared by ``python -m proofs`` and
-    ``isoproof prove``)."""
-    parser.add_argument("--json", metavar="PATH", help="write the JSON report to PATH")
-    parser.add_argument("--junit", metavar="PATH", help="write JUnit XML to PATH")
-    parser.add_argument(
-        "--only",
-        metavar="ID",
-        action="append",
-        help="run only this claim id (repeatable; see --list)",
-    )
-    parser.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"time limit per claim, 0 for none (default {DEFAULT_TIMEOUT:g})",
-    )
-    parser.add_argument("--list", action="store_true", help="list the claim ids and exit")
-    return parser
 
 
 def _parser(prog: str | None) -> argparse.ArgumentParser:
@@ -177,14 +164,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return run_from_args(_parser(prog).parse_args(argv))
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the claims selected by parsed :func:`add_arguments` options; returns the exit status."""
+def run_from_args(
+    args: argparse.Namespace, on_claim: Callable[[int, int, str], object] | None = None
+) -> int:
+    """Run the claims selected by parsed :func:`add_arguments` options; returns the exit status.
+
+    ``on_claim`` is passed to :func:`run` (progress display).
+    """
     if args.list:
         for claim in registry.claims():
             print(f"{claim.id:<36} {claim.kind:<8} {claim.section:<26} {claim.statement}")
         return 0
     try:
-        report = run(args.only, args.timeout)
+        report = run(args.only, args.timeout, on_claim)
     except KeyError as exc:
         print(f"proofs: error: {exc.args[0]}", file=sys.stderr)
         return 2

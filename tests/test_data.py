@@ -269,7 +269,9 @@ def test_cache_pointing_at_a_file_is_one_clear_error(tmp_path, monkeypatch):
 
     (tmp_path / "f").write_text("x")
     monkeypatch.setenv("ISOPROOF_CACHE", str(tmp_path / "f"))
-    with pytest.raises(IsoproofError, match=r"ISOPROOF_CACHE to be a folder"):
+    with pytest.raises(
+        IsoproofError, match=r"expected a folder for \$ISOPROOF_CACHE, got the file"
+    ):
         load_mnist1d(num_samples=200)
 
 

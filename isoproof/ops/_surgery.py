@@ -262,7 +262,6 @@ class Surgery:
         R, S = agreed(lambda: _left_basis(self.matrix(i)))  # rank 0 computes in synchronised mode
         return R, S, None
 
-
     # ----------------------------------------------------------------- editing
     def change_basis(self, space: int, A: torch.Tensor | Embedding) -> None:
         """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc."""

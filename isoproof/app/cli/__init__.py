@@ -7,7 +7,8 @@ discovered automatically, so adding a command never edits this file. Heavy impor
 
 Errors: bad arguments, missing files and every :class:`~isoproof.IsoproofError` print one line
 (``isoproof <command>: error: ...``) and exit with status 2; unexpected failures print one line and
-exit 1 (set ``ISOPROOF_DEBUG=1`` for the traceback).
+exit 1 (set ``ISOPROOF_DEBUG=1`` for the traceback). Output into a pipe whose reader went away
+(``isoproof ... | head``) stops quietly with status 141, as a process killed by ``SIGPIPE``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ..._version import __version__
 from ...exceptions import one_line
 
 __all__ = ["CliError", "main"]
+
+_BROKEN_PIPE = 128 + 13  # the status of a process killed by SIGPIPE
 
 
 class CliError(Exception):
@@ -50,6 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``isoproof`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a reader that went away shows up here at the latest
+    except BrokenPipeError:  # e.g. ``isoproof prove --list | head -1``: stop quietly
+        _discard_stdout()
+        return _BROKEN_PIPE
+    return status
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # stdout replaced by an object without a fd
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
@@ -61,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except (CliError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         if os.environ.get("ISOPROOF_DEBUG"):
             raise

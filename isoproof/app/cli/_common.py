@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 from pathlib import Path
 
-__all__ = ["check_output", "existing_file", "load_model", "pair", "parse_conv_spec", "parse_widths"]
+__all__ = [
+    "add_force",
+    "check_output",
+    "check_output_folder",
+    "existing_file",
+    "load_model",
+    "pair",
+    "parse_conv_spec",
+    "parse_widths",
+]
 
 
 def existing_file(value: str) -> Path:
-    """argparse type: a path that must exist (one-line error otherwise)."""
+    """argparse type: a readable file (one-line error naming why not: not found, a directory,
+    permission denied)."""
     path = Path(value)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"expected an existing file, got {value!r} (not found)")
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise argparse.ArgumentTypeError(
+            f"expected an existing file, got {value!r} (not found)"
+        ) from None
+    except PermissionError:  # a folder on the way may not be entered
+        raise argparse.ArgumentTypeError(
+            f"expected a readable file, got {value!r} (permission denied)"
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"expected a file, got a directory {value!r}")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(
+            f"expected a readable file, got {value!r} (permission denied)"
+        )
     return path
 
 
@@ -78,26 +104,54 @@ def load_model(path: Path):
     return load(path)
 
 
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """The ``--force`` flag of every command that writes files (see :func:`check_output`)."""
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite an existing output file of another kind"
+    )
+
+
 def check_output(
-    output: str | Path, inputs: list[Path], suffixes: tuple[str, ...], *, force: bool = False
+    output: str | Path,
+    inputs: list[Path | None],
+    suffixes: tuple[str, ...],
+    *,
+    force: bool = False,
+    flag: str = "-o",
 ) -> Path:
-    """Refuse an output path that is one of the command's inputs, and (unless ``force``) an
-    existing file of another kind (a suffix not in ``suffixes``), before any work is done.
+    """Check an output file path before any work is done (every command that writes one does).
+
+    Refused: a directory; one of the command's ``inputs``; (unless ``force``) an existing file of
+    another kind (a suffix not in ``suffixes``); a path whose folder cannot be created or written
+    (:func:`isoproof.files.check_folder`). An existing file of the same kind is replaced.
 
     Raises:
-        CliError: one line naming the path.
+        CliError: one line naming ``flag`` and the path.
     """
+    from ...files import check_folder
     from . import CliError
 
     out = Path(output)
+    if os.path.isdir(out):
+        raise CliError(f"expected a file path for {flag}, got a directory ({str(out)!r})")
     for src in inputs:
         if src is not None and out.exists() and out.resolve() == Path(src).resolve():
             raise CliError(f"expected an output path other than the input, got {str(out)!r}")
-    if out.is_dir():
-        raise CliError(f"expected an output file, got the directory {str(out)!r}")
     if out.exists() and out.suffix.lower() not in suffixes and not force:
         raise CliError(
             f"expected a new file or a {'/'.join(suffixes)} file at {str(out)!r}, got an existing "
             f"{out.suffix or 'suffix-less'} file (pass --force to overwrite it)"
         )
+    check_folder(out.parent, flag)
     return out
+
+
+def check_output_folder(folder: str | Path, flag: str = "--out") -> Path:
+    """Check an output folder before any work is done: a folder (or creatable), writable.
+
+    Raises:
+        IsoproofError: one line naming ``flag`` (:func:`isoproof.files.check_folder`).
+    """
+    from ...files import check_folder
+
+    return check_folder(folder, flag)

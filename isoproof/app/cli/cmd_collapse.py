@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import CliError
-from ._common import existing_file, load_model
+from ._common import add_force, check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     p.add_argument("--save", type=Path, help="also write the collapsed .safetensors checkpoint")
     p.add_argument("--verify", action="store_true", help="verify the file (ORT + reference)")
+    add_force(p)
     p.set_defaults(run=run)
 
 
@@ -37,13 +38,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".onnx":
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
+    check_output(out, [args.model], (".onnx",), force=args.force)
+    if args.save is not None:
+        check_output(args.save, [args.model], (".safetensors",), force=args.force, flag="--save")
     model = load_model(args.model)
     probe = torch.randn(64, _input_width(model), generator=torch.Generator().manual_seed(0))
     collapsed, receipt = collapse(model, probe=probe.to(model.dtype))
     print(receipt)
     if args.save is not None:
-        if args.save.resolve() == Path(args.model).resolve():
-            raise CliError(f"expected --save to differ from the input, got {str(args.save)!r}")
         print(f"wrote {save(collapsed, args.save)}")
     path = export_onnx(collapsed, out)
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import check_output_folder
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the end-to-end demo on the embedded digits data")
@@ -24,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise ValueError(f"expected --epochs >= 1, got {args.epochs}")
+    check_output_folder(args.out, "--out")
     summary = run_demo(args.out, epochs=args.epochs, seed=args.seed, prove=args.prove)
     return 0 if summary["onnx"]["ok"] and summary["reload_identical"] else 1

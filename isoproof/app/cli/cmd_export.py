@@ -6,7 +6,8 @@ checkpoint (:func:`exporters.verify_onnx`) and prints the tables; the exit statu
 check fails, and then nothing is written: with ``--verify`` the files are built in a scratch
 folder next to the output and moved into place only once every check passed. ``--data`` takes
 real inputs (``.npy``, or ``.npz`` with ``x`` and optional ``y``
-labels) for verification and the int8 accuracy change.
+labels) for verification and the int8 accuracy change. On a terminal, a progress bar on stderr
+names the step under way (:class:`isoproof.progress.Progress`).
 
 ``--web DIR`` also writes a static web demo (:func:`exporters.webbundle.web_bundle`): draw a digit
 and the model predicts it in the browser with onnxruntime-web; the page shows the widths, the size
@@ -23,8 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ...progress import Progress
 from . import CliError
-from ._common import check_output, existing_file, load_model
+from ._common import add_force, check_output, check_output_folder, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,37 +48,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--web", type=Path, metavar="DIR", help="also write a draw-a-digit web demo")
     p.add_argument("--dataset", help="pixel statistics of the web demo (default by input size)")
+    add_force(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    x, y = read_data(args.data)
     if args.output is None and args.web is None:
         raise CliError("expected -o model.onnx or --web DIR, got neither")
     out = Path(args.output) if args.output is not None else args.web / "model.onnx"
     if out.suffix != ".onnx":
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
-    check_output(out, [args.model, args.data], (".onnx",))
+    if args.web is not None:
+        check_output_folder(args.web, "--web")
+    check_output(out, [args.model, args.data], (".onnx",), force=args.force)
+    model = load_model(args.model)
+    x, y = read_data(args.data)
     _check_data_shape(model, x)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.verify:
-        _write(args, model, out, x, y)
-        return 1 if args.web is not None and _web(args, model, out) else 0
-    # with --verify, build everything in a scratch folder and move it into place only if it passes
+    files = 1 + args.fp16 + args.int8
+    steps = files * (1 + args.verify) + (args.web is not None)
+    with Progress("export", steps, transient=True) as bar:  # drawn only on a terminal
+        if not args.verify:
+            _write(args, model, out, x, y, bar)
+        elif not _write_verified(args, model, out, x, y, bar):
+            return 1
+        return 1 if args.web is not None and _web(args, model, out, bar) else 0
+
+
+def _write_verified(args: argparse.Namespace, model, out: Path, x, y, bar: Progress) -> bool:
+    """With --verify: build everything in a scratch folder and move it into place only if it
+    passes; ``False`` (nothing written) otherwise."""
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".isoproof-export-") as tmp:
-        written = _write(args, model, Path(tmp) / out.name, x, y)
-        failed = _verify(written, model, x, y)
+        written = _write(args, model, Path(tmp) / out.name, x, y, bar)
+        failed = _verify(written, model, x, y, bar)
         if failed:
             print(
                 f"isoproof export: verification FAILED for {', '.join(failed)}; nothing written",
                 file=sys.stderr,
             )
-            return 1
+            return False
         for path in written:
             os.replace(path, out.parent / path.name)
             print(f"verified and moved into place: {out.parent / path.name}")
-    return 1 if args.web is not None and _web(args, model, out) else 0
+    return True
 
 
 def _check_data_shape(model, x) -> None:
@@ -89,27 +103,31 @@ def _check_data_shape(model, x) -> None:
         raise CliError(f"expected --data x of shape {want}, got {list(x.shape)}")
 
 
-def _write(args: argparse.Namespace, model, out: Path, x, y) -> list[Path]:
+def _write(args: argparse.Namespace, model, out: Path, x, y, bar: Progress) -> list[Path]:
     from isoproof.exporters import export_onnx, quantize_int8, to_float16
 
+    bar.begin(f"write {out.name}")
     written = [export_onnx(model, out, batch=args.batch, opset=args.opset)]
     print(f"wrote {written[0].name} ({written[0].stat().st_size / 1024:.1f} KiB)")
     if args.fp16:
+        bar.begin(f"write {out.with_suffix('.fp16.onnx').name}")
         written.append(to_float16(written[0], out.with_suffix(".fp16.onnx")))
         print(f"wrote {written[-1].name} ({written[-1].stat().st_size / 1024:.1f} KiB)")
     if args.int8:
         labelled = (x, y) if x is not None and y is not None else None
+        bar.begin(f"quantise {out.with_suffix('.int8.onnx').name}")
         report = quantize_int8(written[0], out.with_suffix(".int8.onnx"), labelled=labelled)
         written.append(Path(report.path))
         print(report.table())
     return written
 
 
-def _verify(written: list[Path], model, x, y) -> list[str]:
+def _verify(written: list[Path], model, x, y, bar: Progress) -> list[str]:
     from isoproof.exporters import verify_onnx
 
     failed = []
     for path in written:
+        bar.begin(f"verify {path.name}")
         report = verify_onnx(path, model, inputs=x, labels=y, raise_on_failure=False)
         print()
         print(report.table())
@@ -151,13 +169,14 @@ def _batch(value: str) -> int | str:
 _DATASETS = {64: "digits", 784: "mnist"}
 
 
-def _web(args: argparse.Namespace, model, onnx_path: Path) -> bool:
+def _web(args: argparse.Namespace, model, onnx_path: Path, bar: Progress) -> bool:
     """Verify, then write the web bundle; ``True`` if verification failed (no bundle then)."""
     from isoproof.data import load_dataset
     from isoproof.exporters import verify_onnx
     from isoproof.exporters.browser import browser_problem
     from isoproof.exporters.webbundle import web_bundle
 
+    bar.begin("web demo")
     runtimes = ["onnxruntime", "reference"] + ([] if browser_problem() else ["browser"])
     report = verify_onnx(onnx_path, model, evaluators=runtimes, raise_on_failure=False)
     if not report.ok:

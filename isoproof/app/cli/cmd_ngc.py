@@ -6,6 +6,8 @@ per group, per-map calibration error, maps kept dense, parameters), the test acc
 after, and the stability proxy (:mod:`isoproof.stability`) are printed. An NGC model is not a
 safetensors checkpoint (its maps are not dense), so the output is an ONNX file with each shared
 ``P`` stored once, checked against the model in onnxruntime before the command reports success.
+On a terminal, a progress bar on stderr names the step under way
+(:class:`isoproof.progress.Progress`).
 
 Example::
 
@@ -17,8 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...progress import Progress
 from . import CliError
-from ._common import existing_file, load_model
+from ._common import add_force, check_output, existing_file, load_model
 
 
 def _keep(value: str) -> float:
@@ -53,13 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--rows", type=int, default=1024, help="calibration rows from the training split (1024)"
     )
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    add_force(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ...data import load_dataset
     from ...ngc import ngc_compress
-    from ...stability import stability
     from ...train import evaluate
 
     output = Path(args.output)
@@ -67,32 +70,45 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"expected an .onnx output path (NGC models export to ONNX), got {output}")
     if args.rows < 1:
         raise CliError(f"expected --rows >= 1, got {args.rows}")
+    check_output(output, [args.model], (".onnx",), force=args.force)
     try:
         from isoproof.exporters import export_onnx, verify_onnx
     except ImportError as e:
         raise CliError(f"expected the onnx extra (pip install isoproof[onnx]), got {e}") from None
 
-    model = load_model(args.model)
-    data = load_dataset(args.data)
-    small, report = ngc_compress(
-        model,
-        calibration=data.x_train[: args.rows].to(model.dtype),
-        keep=args.keep,
-        groups=args.groups,
-    )
-    print(report.table())
-    before, after = evaluate(model, data)["accuracy"], evaluate(small, data)["accuracy"]
-    print(f"test accuracy ({data.name}): {before:.2%} -> {after:.2%} (no fine-tune)")
-    x = data.x_test.to(model.dtype)
-    for name, m in (("before", model), ("after", small)):
-        try:
-            print(f"stability proxy {name}: {stability(m, x).overall:.4g} (depth; < 0 contracting)")
-        except ValueError as e:  # too few equal-width hidden layers: not an error of the command
-            print(f"stability proxy {name}: n/a ({e})")
-    path = export_onnx(small, output)
-    check = verify_onnx(path, small, inputs=x[:256])
+    with Progress("ngc", 5, transient=True) as bar:  # drawn only on a terminal
+        bar.begin("load")
+        model = load_model(args.model)
+        data = load_dataset(args.data)
+        bar.begin("compress")
+        small, report = ngc_compress(
+            model,
+            calibration=data.x_train[: args.rows].to(model.dtype),
+            keep=args.keep,
+            groups=args.groups,
+        )
+        print(report.table())
+        bar.begin("evaluate")
+        before, after = evaluate(model, data)["accuracy"], evaluate(small, data)["accuracy"]
+        print(f"test accuracy ({data.name}): {before:.2%} -> {after:.2%} (no fine-tune)")
+        x = data.x_test.to(model.dtype)
+        bar.begin("stability")
+        _print_stability(model, small, x)
+        bar.begin(f"export and verify {output.name}")
+        path = export_onnx(small, output)
+        check = verify_onnx(path, small, inputs=x[:256])
     print(
         f"saved {path} ({check.stored_numbers} stored numbers, max |ORT - torch| "
         f"{check.max_abs:.2g})"
     )
     return 0
+
+
+def _print_stability(model, small, x) -> None:
+    from ...stability import stability
+
+    for name, m in (("before", model), ("after", small)):
+        try:
+            print(f"stability proxy {name}: {stability(m, x).overall:.4g} (depth; < 0 contracting)")
+        except ValueError as e:  # too few equal-width hidden layers: not an error of the command
+            print(f"stability proxy {name}: n/a ({e})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import existing_file, load_model, pair
+from ._common import add_force, check_output, existing_file, load_model, pair
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="digits | mnist1d | mnist | cifar10:PATH: report test accuracy and logit change",
     )
     p.add_argument("-o", "--output", required=True, help="where to save the resized model")
+    add_force(p)
     p.set_defaults(run=run)
 
 
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ...ops.neurogenesis import grow
     from ...train import evaluate
 
+    check_output(args.output, [args.model], (".safetensors",), force=args.force)
     model = load_model(args.model)
     conv = isinstance(model, IsotropicConvNet)  # channels-first samples for a CNN
     data = load_dataset(args.data, conv=conv) if args.data else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import check_output, existing_file, load_model
+from ._common import add_force, check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="draw this singular value as a line and count neurons at or below it",
     )
     p.add_argument("-o", "--output", required=True, help="the PNG to write")
-    p.add_argument("--force", action="store_true", help="overwrite a non-PNG file at --output")
+    add_force(p)
     p.set_defaults(run=run)
 
 

@@ -31,7 +31,7 @@ import argparse
 from typing import Any
 
 from . import CliError
-from ._common import load_model, pair, parse_conv_spec, parse_widths
+from ._common import add_force, check_output, load_model, pair, parse_conv_spec, parse_widths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue the run saved at --checkpoint (repeat the command that started it)",
     )
     p.add_argument("-o", "--output", required=True, help="where to save the model (.safetensors)")
+    add_force(p)
     p.set_defaults(run=run)
 
 
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise CliError(f"expected --epochs >= 1, got {args.epochs}")
+    check_output(args.output, [], (".safetensors",), force=args.force)  # before any training
+    if args.history:
+        check_output(args.history, [args.output], (".json",), force=args.force, flag="--history")
     if args.adapt and args.width_schedule:
         raise CliError("expected at most one of --adapt and --width-schedule, got both")
     _check_checkpoint(args)
@@ -142,6 +146,7 @@ def _check_checkpoint(args: argparse.Namespace) -> None:
                 raise CliError(
                     f"expected a --checkpoint other than the {flag} file, got {args.checkpoint!r}"
                 )
+        check_output(ckpt, [], (".safetensors",), force=args.force, flag="--checkpoint")
 
 
 def _train(args: argparse.Namespace, main_process: bool) -> int:

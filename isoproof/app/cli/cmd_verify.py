@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import check_output, existing_file, load_model
+from ._common import add_force, check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="calls timed per runtime at batch 1 and 64 (default 50; 0 = no timing)",
     )
     p.add_argument("--json", type=Path, help="also write the report as JSON")
-    p.add_argument("--force", action="store_true", help="overwrite a non-JSON file at --json")
+    add_force(p)
     p.add_argument(
         "--allow-different-source",
         action="store_true",
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from .cmd_export import read_data
 
     if args.json is not None:
-        check_output(args.json, [args.onnx, args.model, args.data], (".json",), force=args.force)
+        inputs = [args.onnx, args.model, args.data]
+        check_output(args.json, inputs, (".json",), force=args.force, flag="--json")
     model = load_model(args.model)
     x, y = read_data(args.data)
     report = verify_onnx(
