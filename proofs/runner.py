@@ -21,6 +21,7 @@ Exit status 0 iff every claim is proved and no control is; 1 otherwise; 2 on usa
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -160,8 +161,24 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Command-line entry point; returns the exit status (see the module docstring)."""
-    return run_from_args(_parser(prog).parse_args(argv))
+    """Command-line entry point; returns the exit status (see the module docstring).
+
+    A report path that is a directory is one line on stderr and status 2 (before any proof
+    runs); output into a pipe whose reader went away (``| head``) stops quietly with 141.
+    """
+    args = _parser(prog).parse_args(argv)
+    for flag, path in (("--json", args.json), ("--junit", args.junit)):
+        if path is not None and os.path.isdir(path):
+            print(f"proofs: error: expected a file path for {flag}, got a directory ({path!r})",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    try:
+        status = run_from_args(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return status
 
 
 def run_from_args(

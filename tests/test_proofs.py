@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from isoproof.proofs._symbolic import (
 from isoproof.proofs.neurodegeneration import degenerate, silence
 from isoproof.proofs.registry import Claim, Kind, claims
 from isoproof.proofs.report import Result
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLAIMS = claims()
 JSON_KEYS = {"id", "statement", "section", "kind", "holds", "residual", "seconds"}
@@ -453,3 +456,25 @@ def test_scalarise_uses_orthogonality_only_as_stated() -> None:
     assert scalarise(z.T * q * z - z.T * q.T * z) == 0  # a 1 x 1 word is its own transpose
     with pytest.raises(ValueError, match="one matrix symbol per name"):
         scalarise(q * sp.MatrixSymbol("Q", n, n))
+
+
+def test_main_refuses_a_directory_report_path_before_proving(tmp_path: Path, monkeypatch, capsys):
+    def started(*args, **kwargs):
+        raise RuntimeError("proofs ran before the report paths were checked")
+
+    monkeypatch.setattr(runner, "run", started)
+    assert runner.main(["--junit", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expected a file path for --junit, got a directory" in err
+
+
+def test_main_into_a_closed_pipe_is_quiet() -> None:
+    """``python -m proofs --list | head -1`` with the reader gone: no traceback, status 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "proofs", "--list"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
