@@ -277,7 +277,7 @@ def read_checkpoint(
             ) from None
     try:
         history = json.loads(tensors[_HISTORY].numpy().tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a > 4300-digit int; deep
         raise _fail(path, f"expected the history as JSON, got unreadable bytes ({e})") from None
     if not isinstance(history, dict):
         raise _fail(path, f"expected the history as a JSON object, got {type(history).__name__}")

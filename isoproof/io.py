@@ -241,7 +241,7 @@ def _read_header(
         ) from None
     try:
         header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, a > 4300-digit int; too deep
         raise _fail(path, "not a readable safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise _fail(path, "not a readable safetensors file (header is not a JSON object)")
@@ -260,7 +260,7 @@ def _read_header(
             raise _fail(path, f"expected a JSON {key!r} of at most {limit} bytes, got {got}")
         try:
             json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
+        except (ValueError, RecursionError) as e:  # also a > 4300-digit int
             raise _fail(path, f"expected a JSON {key!r} in the metadata ({e})") from None
     return meta, specs
 

@@ -132,7 +132,8 @@ def browser():
 
 def forge_checkpoint(src, dst, edit) -> None:
     """Copy the training checkpoint ``src`` to ``dst`` with ``edit(tensors, training)`` applied
-    and the SHA-256 recomputed: a forger's file, which only the content checks can refuse."""
+    and the SHA-256 recomputed: a forger's file, which only the content checks can refuse.
+    ``edit`` may return the training entry's JSON text (for JSON ``json.dumps`` cannot write)."""
     import json
 
     from safetensors import safe_open
@@ -144,8 +145,8 @@ def forge_checkpoint(src, dst, edit) -> None:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     training = json.loads(meta["training"])
-    edit(tensors, training)
-    meta["training"] = json.dumps(training)
+    text = edit(tensors, training)
+    meta["training"] = text if isinstance(text, str) else json.dumps(training)
     prefix = _prefix(meta["format"], meta["config"], meta["training"])
     meta["sha256"] = _digest(tensors, prefix)
     save_file(tensors, str(dst), metadata=meta)

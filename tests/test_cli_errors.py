@@ -296,6 +296,18 @@ def test_missing_file_and_directory_are_told_apart(tmp_path, capsys):
     _one_line_error(capsys, "argument model: expected a file, got a directory")
 
 
+@pytest.mark.parametrize("name", ["deep_header", "bigint_header", "bigint_config"])
+def test_info_on_json_that_python_refuses_is_one_line(tmp_path, capsys, name):
+    """A header nested 100 000 deep or holding a 5000-digit int (valid JSON that json.loads
+    refuses with RecursionError / ValueError) is a one-line error, exit 2."""
+    from test_hostile_checkpoint import evil_files
+
+    path = evil_files(tmp_path)[name]
+    capsys.readouterr()
+    assert _status(["info", str(path)]) == 2
+    _one_line_error(capsys, str(path))
+
+
 @pytest.mark.skipif(not PERMISSIONS_ENFORCED, reason="this process (root) ignores file modes")
 @pytest.mark.parametrize("where", ["file", "folder"])
 def test_unreadable_file_is_permission_denied(exported, tmp_path, capsys, where):

@@ -64,7 +64,21 @@ def evil_files(folder: Path) -> dict[str, Path]:
     files["deep_config"] = _raw(folder / "j.safetensors", header | {"__metadata__": meta}, b"")
     files["garbage"] = folder / "k.safetensors"
     files["garbage"].write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + b"x" * 32)
+    # valid JSON that Python's json refuses: ValueError (> 4300 digits), RecursionError
+    files["deep_header"] = _raw_text(folder / "l.safetensors", '{"a": ' + "[" * 100_000 + "}")
+    entry = '{"dtype": "F64", "shape": [' + "9" * 5000 + '], "data_offsets": [0, 0]}'
+    files["bigint_header"] = _raw_text(folder / "m.safetensors", '{"a": ' + entry + "}")
+    meta = dict(header["__metadata__"]) | {"config": "1" * 5000}
+    files["bigint_config"] = _raw(
+        folder / "n.safetensors", header | {"__metadata__": meta}, raw[8 + n :]
+    )
     return files
+
+
+def _raw_text(path: Path, header: str) -> Path:
+    """A file whose header is ``header`` as given (JSON that json.dumps cannot write)."""
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    return path
 
 
 @pytest.mark.parametrize(
@@ -81,6 +95,9 @@ def evil_files(folder: Path) -> dict[str, Path]:
         "offsets_past_end",
         "deep_config",
         "garbage",
+        "deep_header",
+        "bigint_header",
+        "bigint_config",
     ],
 )
 def test_evil_file_is_refused_in_one_line(tmp_path, name):
@@ -153,7 +170,7 @@ def test_peak_memory_of_all_evil_files_is_under_100_mb(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
     ).stdout.split()
     total, refused, grown_mb = int(out[0]), int(out[1]), float(out[2])
-    assert refused == total == 11
+    assert refused == total == 14
     assert grown_mb < 100, grown_mb
 
 
@@ -186,6 +203,17 @@ def _training(path, value):
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
+
+    return edit
+
+
+def _training_text(old: str, new: str):
+    """The training entry's JSON text with ``old`` replaced (JSON json.dumps cannot write)."""
+
+    def edit(tensors, training):
+        text = json.dumps(training)
+        assert old in text
+        return text.replace(old, new, 1)
 
     return edit
 
@@ -229,6 +257,9 @@ HOSTILE_TRAINING = {
                         "wrong shape or dtype"),
     "history_not_json": (_history(b"\xff\xfe{"), "history as JSON"),
     "history_wrong_fields": (_history(b'{"epoch": [0, 1]}'), "History field, got one missing"),
+    "history_bigint": (_history(b'{"epoch": [' + b"9" * 5000 + b"]}"), "history as JSON"),
+    "training_bigint": (_training_text('"epoch": 1', '"epoch": ' + "9" * 5000),
+                        "expected a JSON 'training'"),
     "epoch_negative": (_training(["epoch"], -1), "epoch >= 0"),
     "run_missing": (_training(["run"], {}), "order_seed"),
     "model_weights_edited": (_heavier, "other weights"),
