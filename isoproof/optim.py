@@ -31,6 +31,7 @@ Example (SGD momentum commutes with rotation exactly)::
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -320,6 +321,43 @@ def _fail(why: str) -> CheckpointError:
     return CheckpointError(f"optimiser state: {why}")
 
 
+#: Group entries that choose torch's implementation or the direction of the step, not a rate: a
+#: checkpoint must hold the current optimiser's (``capturable=True`` on the CPU fails mid-step).
+_FIXED = ("capturable", "decoupled_weight_decay", "differentiable", "foreach", "fused", "maximize")
+
+
+def _check_values(
+    optimizer: torch.optim.Optimizer, group: Mapping[str, Any], stored: Mapping[str, Any], i: int
+) -> None:
+    """The stored hyper-parameters of group ``i`` are ones the class itself accepts (torch's
+    checks: lr >= 0, betas in [0, 1), ...), with eps > 0, and the :data:`_FIXED` entries are
+    the current optimiser's."""
+    for key in _FIXED:
+        if key in stored and stored[key] != group.get(key):  # bool or None (_same_kind)
+            raise _fail(
+                f"expected {key}={group.get(key)!r} in group {i} (the current optimiser's), "
+                f"got {stored[key]!r}"
+            )
+    cls = type(optimizer)
+    accepted = inspect.signature(cls.__init__).parameters
+    hyper = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in stored.items()
+        if k in accepted and k not in _GROUP_KEYS
+    }
+    try:
+        cls([torch.zeros(1)], **hyper)  # a throwaway: torch's own checks of the numbers
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise _fail(
+            f"expected hyper-parameters {cls.__name__} accepts in group {i}, got {e}"
+        ) from None
+    if "eps" in stored and not stored["eps"] > 0:
+        raise _fail(
+            f"expected eps > 0 in group {i} (a zero second moment is divided by it), "
+            f"got {stored['eps']!r}"
+        )
+
+
 def _check_groups(optimizer: torch.optim.Optimizer, names: list[list[str]], saved: object) -> None:
     """The stored groups cover the same parameter names and hold replaceable hyper-parameters."""
     if not isinstance(saved, list) or len(saved) != len(names):
@@ -337,6 +375,7 @@ def _check_groups(optimizer: torch.optim.Optimizer, names: list[list[str]], save
             if key not in group or not _same_kind(group[key], value):
                 want = f"{key}={group[key]!r}" if key in group else f"no {key!r}"
                 raise _fail(f"expected a hyper-parameter like {want} in group {i}, got {value!r}")
+        _check_values(optimizer, group, stored, i)
 
 
 def check_named_state(
@@ -358,7 +397,10 @@ def check_named_state(
 
     Raises:
         CheckpointError: another class, other groups or parameter names, a hyper-parameter of
-            another kind, or a parameter's state keys differ from the ones the class keeps
+            another kind or one the class refuses (``lr < 0``, ``betas`` outside [0, 1),
+            ``eps <= 0``), an implementation flag (``capturable``, ``fused``, ``foreach``,
+            ``differentiable``, ``maximize``, ``decoupled_weight_decay``) other than the current
+            optimiser's, or a parameter's state keys differ from the ones the class keeps
             (a missing ``exp_avg_sq``); "expected X, got Y".
         UnsupportedOptimizerError: ``optimizer`` is not SGD/Adam/AdamW over ``model``.
 
@@ -411,7 +453,8 @@ def named_state_dict(
     that :func:`check_named_state` accepted (nothing is changed here).
 
     Raises:
-        CheckpointError: a moment holds NaN/Inf, or a step is negative or not whole.
+        CheckpointError: a moment holds NaN/Inf, a second moment is negative, or a step is
+            negative or not whole.
 
     Examples:
         >>> model = IsotropicMLP([3, 4, 2], dtype=torch.float64)
@@ -433,8 +476,13 @@ def named_state_dict(
             bad = not bool(torch.isfinite(value).all())
             if key == "step":
                 bad = bad or float(value) < 0 or float(value) != math.floor(float(value))
+            elif key in SECOND_MOMENTS:  # Adam divides by their square roots
+                bad = bad or bool((value < 0).any())
             if bad:
-                raise _fail(f"expected finite moments and whole steps >= 0, got {key} of {name!r}")
+                raise _fail(
+                    "expected finite moments, second moments >= 0 and whole steps >= 0, got "
+                    f"{key} of {name!r}"
+                )
         state[index[name]] = entry
     groups = []
     for group, stored in zip(optimizer.param_groups, description["param_groups"], strict=True):

@@ -222,6 +222,14 @@ def _history(text: bytes):
     return _set("train/history", torch.frombuffer(bytearray(text), dtype=torch.uint8))
 
 
+def _group(key, value):
+    return _training(["optimizer", "param_groups", 0, key], value)
+
+
+def _negative_second_moment(tensors, training):
+    tensors[W + "exp_avg_sq"][0, 0] = -1.0
+
+
 def _nan_moment(tensors, training):
     tensors[W + "exp_avg"][0, 0] = float("nan")
 
@@ -250,6 +258,17 @@ HOSTILE_TRAINING = {
     "unknown_parameter": (_extra_state, "expected state of the optimiser's parameters"),
     "other_class": (_training(["optimizer", "class"], "SGD"), "class AdamW, got 'SGD'"),
     "lr_text": (_training(["optimizer", "param_groups", 0, "lr"], "fast"), "lr"),
+    "lr_negative": (_group("lr", -5.0), "AdamW accepts in group 0, got Invalid learning rate"),
+    "betas_above_1": (_group("betas", [5.0, 5.0]), "Invalid beta parameter"),
+    "weight_decay_negative": (_group("weight_decay", -1.0), "Invalid weight_decay"),
+    "eps_zero": (_group("eps", 0.0), r"expected eps > 0 in group 0 \(.*\), got 0\.0"),
+    "capturable": (_group("capturable", True), "expected capturable=False in group 0"),
+    "fused": (_group("fused", True), "expected fused=None in group 0"),
+    "differentiable": (_group("differentiable", True), "expected differentiable=False"),
+    "foreach": (_group("foreach", False), "expected foreach=None in group 0"),
+    "maximize": (_group("maximize", True), "expected maximize=False in group 0"),
+    "decoupled_off": (_group("decoupled_weight_decay", False), "decoupled_weight_decay=True"),
+    "second_moment_negative": (_negative_second_moment, "second moments >= 0"),
     "groups_reordered": (_reorder, "expected group 0 over the parameters"),
     "generator_garbage": (_set("train/generator/shuffle", torch.zeros(5056, dtype=torch.uint8)),
                           "generator 'shuffle'"),
