@@ -77,7 +77,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from .checkpoint import check_saveable, read_checkpoint, write_checkpoint
+from .checkpoint import TrainingState, check_saveable, read_checkpoint, write_checkpoint
 from .data import Dataset, MultiTaskDataset
 from .distributed import (
     any_process,
@@ -431,7 +431,9 @@ def fit(
             epoch, atomically; needs a saveable model and an SGD/Adam/AdamW.
         resume: continue the run saved in this checkpoint: pass ``isoproof.load(resume)`` and
             the interrupted run's arguments (``epochs``: the total to reach); the result is
-            bit-identical to a run never interrupted (keep a :class:`WidthSchedule`'s ``epochs``).
+            bit-identical to a run never interrupted (keep a :class:`WidthSchedule`'s ``epochs``;
+            without them it spans ``epochs``, which must then be the same). A run a callback
+            stopped is returned as it is.
 
     Returns:
         The :class:`History`; the model is trained (and resized) in place.
@@ -454,11 +456,9 @@ def fit(
     run.optimizer = _optimiser(run, optimizer, lr, weight_decay, checkpoint)
     settings = {"lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed}
     history = _new_history(run, settings)
-    if resume is None:
-        _record(history, run, 0, None, [], 0.0, 0.0)
-    else:
-        history = _resume(run, history, resume)
-    first = len(history)  # the epoch after the last recorded one
+    history, first = _begin(run, history, resume)
+    if first > epochs:  # a finished run, or one a callback stopped
+        return history
     progress = _progress(run, first, epochs, verbose)
     try:
         for epoch in range(first, epochs + 1):
@@ -467,6 +467,16 @@ def fit(
     finally:
         progress.close()
     return history
+
+
+def _begin(run: _Run, history: History, resume: Path | None) -> tuple[History, int]:
+    """The history to continue and the first epoch to train: a new run records epoch 0; a
+    resumed one continues after its last epoch, or trains none if a callback stopped it."""
+    if resume is None:
+        _record(history, run, 0, None, [], 0.0, 0.0)
+        return history, 1
+    history, stopped = _resume(run, history, resume)
+    return history, run.epochs + 1 if stopped else len(history)
 
 
 def _optimiser(
@@ -509,16 +519,17 @@ def _epoch(
     stop = any([cb(epoch, run.model, history) is True for cb in callbacks])  # call them all
     stop = bool(broadcast_json(stop, run.device))  # rank 0 decides for every process
     if run.checkpoint is not None:
-        _save_checkpoint(run, epoch, history)
+        _save_checkpoint(run, epoch, history, stop)
     return stop
 
 
 _GENERATORS = ("neurons", "shuffle")
 
 
-def _save_checkpoint(run: _Run, epoch: int, history: History) -> None:
+def _save_checkpoint(run: _Run, epoch: int, history: History, stopped: bool) -> None:
     """Write the training checkpoint of ``epoch`` (rank 0; every process waits for it). Under
-    several processes the generators that count are rank 0's: it draws every new neuron."""
+    several processes the generators that count are rank 0's: it draws every new neuron.
+    ``stopped``: a callback stopped the run (resuming it trains no further epoch)."""
 
     def write() -> None:
         assert run.checkpoint is not None
@@ -529,44 +540,82 @@ def _save_checkpoint(run: _Run, epoch: int, history: History) -> None:
             epoch=epoch,
             history=history.to_dict(),
             generators={"neurons": run.neurons, "shuffle": run.shuffle},
-            run={"order_seed": run.order_seed, "start_hidden": run.start_hidden},
+            run={
+                "order_seed": run.order_seed,
+                "start_hidden": run.start_hidden,
+                "stopped": stopped,
+            },
         )
 
     write_on_rank0(write, run.device)
 
 
-def _resume(run: _Run, fresh: History, path: Path) -> History:
+def _resume(run: _Run, fresh: History, path: Path) -> tuple[History, bool]:
     """Restore the run saved at ``path`` into ``run`` (optimiser state, generators, the values
-    fixed at its start) and return its history. Everything is checked first: a refused
-    checkpoint changes nothing."""
+    fixed at its start) and return its history and whether a callback stopped it. Everything is
+    checked first: a refused checkpoint changes nothing."""
     state = read_checkpoint(path, run.model, run.optimizer, generators=_GENERATORS)
     history = _stored_history(path, state.history, state.epoch)
-    saved = {k: v for k, v in history.settings.items() if k != "epochs"}
-    want = json.loads(json.dumps({k: v for k, v in fresh.settings.items() if k != "epochs"}))
-    for key in sorted(set(saved) | set(want)):
-        if saved.get(key) != want.get(key):
-            raise CheckpointError(
-                f"{path}: expected the checkpointed run's setting {key}={saved.get(key)!r}, "
-                f"got {key}={want.get(key)!r}"
-            )
+    _check_settings(path, run, history.settings, fresh.settings)
     if state.epoch > run.epochs:
         raise IsoproofError(
             f"expected epochs >= {state.epoch} (the epoch {path} reached), got {run.epochs}"
         )
-    order_seed, start = state.run.get("order_seed"), state.run.get("start_hidden")
-    if type(order_seed) is not int or not (
-        isinstance(start, list)
-        and len(start) == len(run.start_hidden)
-        and all(type(w) is int and w >= 1 for w in start)
-    ):
-        raise CheckpointError(
-            f"{path}: expected an int order_seed and {len(run.start_hidden)} starting hidden "
-            f"widths, got {state.run!r:.120}"
-        )
+    order_seed, start, stopped = _stored_run(path, run, state, history, fresh.settings["seed"])
     state.restore(run.optimizer, {"neurons": run.neurons, "shuffle": run.shuffle})
     run.order_seed, run.start_hidden = order_seed, start
     history.settings = fresh.settings  # the same, but for epochs (and tuples, not JSON lists)
-    return history
+    return history, stopped
+
+
+def _check_settings(path: Path, run: _Run, saved: dict[str, Any], fresh: dict[str, Any]) -> None:
+    """The checkpointed run's settings are this call's, but for ``epochs`` (the total to reach),
+    which must be the same too when a ``WidthSchedule(epochs=None)`` spans the whole run."""
+    spans_run = run.width_schedule is not None and run.width_schedule.epochs is None
+    skip = () if spans_run else ("epochs",)
+    saved = {k: v for k, v in saved.items() if k not in skip}
+    want = json.loads(json.dumps({k: v for k, v in fresh.items() if k not in skip}))
+    for key in sorted(set(saved) | set(want)):
+        if saved.get(key) != want.get(key):
+            why = " (a WidthSchedule without epochs spans the whole run)" if key == "epochs" else ""
+            raise CheckpointError(
+                f"{path}: expected the checkpointed run's setting {key}={saved.get(key)!r}, "
+                f"got {key}={want.get(key)!r}{why}"
+            )
+
+
+def _stored_run(
+    path: Path, run: _Run, state: TrainingState, history: History, seed: int | None
+) -> tuple[int, list[int], bool]:
+    """The checkpoint's ``order_seed``, starting hidden widths and ``stopped`` flag, checked:
+    the seed is this call's, the start is the history's first widths and, with a width
+    schedule, leads to the model's widths (a forged start would drive the schedule anywhere)."""
+    order_seed, start = state.run.get("order_seed"), state.run.get("start_hidden")
+    stopped = state.run.get("stopped", False)  # absent from checkpoints of older versions
+    other_seed = seed is not None and order_seed != seed
+    if type(order_seed) is not int or not 0 <= order_seed < 2**63 or other_seed:
+        equal = "" if seed is None else f" equal to seed={seed}"
+        raise CheckpointError(
+            f"{path}: expected an order_seed in [0, 2**63){equal}, got {order_seed!r:.40}"
+        )
+    first = history.widths[0][1:-1] if isinstance(history.widths[0], list) else None
+    if not (isinstance(first, list) and first == start and len(first) == len(run.start_hidden)
+            and all(type(w) is int and w >= 1 for w in first)):  # fmt: skip
+        raise CheckpointError(
+            f"{path}: expected {len(run.start_hidden)} starting hidden widths {first!r:.80} "
+            f"(the history's first), got {start!r:.80}"
+        )
+    if run.width_schedule is not None:
+        want = run.width_schedule.widths_at(state.epoch, start, run.epochs)
+        have = list(widths_of(run.model))[1:-1]
+        if want != have:
+            raise CheckpointError(
+                f"{path}: expected the model's hidden widths {want} (the width schedule from "
+                f"{start} after epoch {state.epoch}), got {have}"
+            )
+    if type(stopped) is not bool:
+        raise CheckpointError(f"{path}: expected stopped true or false, got {stopped!r:.40}")
+    return order_seed, start, stopped
 
 
 def _stored_history(path: Path, stored: dict[str, Any], epoch: int) -> History:
@@ -681,6 +730,10 @@ def _start(
     device: torch.device | str | None,
 ) -> _Run:
     """Check the model against the data and the schedules; set up generators and tensors."""
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
+    ):
+        raise IsoproofError(f"expected seed to be None or an int in [0, 2**63), got {seed!r:.40}")
     net = model
     model = model.module if isinstance(model, DistributedDataParallel) else model
     if adapt is not None or width_schedule is not None:

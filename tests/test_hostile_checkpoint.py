@@ -281,6 +281,12 @@ HOSTILE_TRAINING = {
                         "expected a JSON 'training'"),
     "epoch_negative": (_training(["epoch"], -1), "epoch >= 0"),
     "run_missing": (_training(["run"], {}), "order_seed"),
+    "order_seed_huge": (_training(["run", "order_seed"], 2**70),
+                        r"expected an order_seed in \[0, 2\*\*63\) equal to seed=0, got 1180"),
+    "order_seed_other": (_training(["run", "order_seed"], 5), "equal to seed=0, got 5"),
+    "start_hidden_huge": (_training(["run", "start_hidden"], [20001]),
+                          r"starting hidden widths \[6\] \(the history's first\), got \[20001\]"),
+    "stopped_text": (_training(["run", "stopped"], "yes"), "expected stopped true or false"),
     "model_weights_edited": (_heavier, "other weights"),
 }  # fmt: skip
 
@@ -297,8 +303,9 @@ def trained(tmp_path_factory, isolated_cache):
     return path, data
 
 
-def _resume_refused(path, data, forged, match):
-    """fit(resume=forged) raises one line naming the file; model and optimiser unchanged."""
+def _resume_refused(path, data, forged, match, **kw):
+    """fit(resume=forged, **kw) raises one line naming the file; model and optimiser
+    unchanged."""
     model = ip.load(path)
     opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # state, weights untouched
     model(data.x_train[:4].double()).sum().backward()
@@ -309,7 +316,7 @@ def _resume_refused(path, data, forged, match):
         [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
     )
     with pytest.raises(ip.CheckpointError, match=match) as info:
-        ip.fit(model, data, epochs=2, seed=0, verbose=False, optimizer=opt, resume=forged)
+        ip.fit(model, data, epochs=2, seed=0, verbose=False, optimizer=opt, resume=forged, **kw)
     assert "\n" not in str(info.value) and str(forged) in str(info.value)
     assert_unchanged(model, before)
     after = named_state(opt, model)[0]
@@ -341,3 +348,27 @@ def test_training_checkpoint_edits_without_the_digest(trained, tmp_path):
     deep = _raw(tmp_path / "deep.safetensors", header, bytes(raw[8 + n :]))
     _resume_refused(path, data, deep, "expected a JSON 'training'")
     _resume_refused(path, data, ip.save(ip.load(path), tmp_path / "m.st"), "a training checkpoint")
+
+
+def test_forged_start_of_a_width_schedule_is_refused(trained, tmp_path):
+    """A WidthSchedule moves from the stored starting widths: forged to 20001 (and the history's
+    first widths with them), the next resize would have grown a 10002-neuron layer."""
+    _, data = trained
+    schedule = ip.WidthSchedule((4,), epochs=4)
+    path = tmp_path / "scheduled.safetensors"
+    model = ip.IsotropicMLP([64, 6, 10], dtype=torch.float64, generator=torch.Generator())
+    ip.fit(model, data, epochs=1, seed=0, verbose=False, checkpoint=path, width_schedule=schedule)
+
+    def edit(tensors, training):
+        history = json.loads(tensors["train/history"].numpy().tobytes())
+        history["widths"][0] = [64, 20001, 10]
+        text = json.dumps(history).encode()
+        tensors["train/history"] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+        training["run"]["start_hidden"] = [20001]
+
+    forged = tmp_path / "forged.safetensors"
+    forge_checkpoint(path, forged, edit)
+    match = (
+        r"hidden widths \[15002\] \(the width schedule from \[20001\] after epoch 1\), got \[6\]"
+    )
+    _resume_refused(path, data, forged, match, width_schedule=schedule)

@@ -178,6 +178,11 @@ def test_fit_rejects_bad_arguments(digits):
         AdaptSchedule(buffer=-1)
     with pytest.raises(IsoproofError, match="threshold"):
         AdaptSchedule(threshold=float("nan"))
+    for seed in (-1, 2**63, 10**23, True, 1.5):  # 10**23: "Overflow when unpacking long long"
+        with pytest.raises(
+            IsoproofError, match=r"expected seed to be None or an int in \[0, 2\*\*63\)"
+        ):
+            fit(small(), digits, epochs=1, seed=seed, verbose=False)
 
 
 def test_non_finite_loss_is_reported(digits):
@@ -341,3 +346,39 @@ def test_resumed_width_schedule_keeps_its_starting_widths(digits, tmp_path):
     assert h.widths[2] == [64, 11, 6, 10] and h.widths[-1] == [64, 14, 4, 10]
     assert bit_identical(state_bits(whole, opt), state_bits(resumed, opt2))
     assert h2.to_dict(timings=False) == h.to_dict(timings=False)
+
+
+def test_width_schedule_over_the_whole_run_keeps_its_epochs(digits, tmp_path):
+    """WidthSchedule(epochs=None) spans fit's epochs: resuming with another total would move the
+    widths on another line (the CLI's --width-schedule is one), so it is refused."""
+    first = small((64, 8, 8, 10), dtype=torch.float64)
+    kw = RESUME | {"adapt": None, "width_schedule": (14, 4)}
+    fit(first, digits, epochs=2, optimizer=adam(first), checkpoint=tmp_path / "c.st", **kw)
+    model = ip.load(tmp_path / "c.st")
+    opt = adam(model)
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match=r"setting epochs=2, got epochs=4 \(a WidthSchedule"):
+        fit(model, digits, epochs=4, optimizer=opt, resume=tmp_path / "c.st", **kw)
+    assert_unchanged(model, before)
+    assert not opt.state
+    h = fit(model, digits, epochs=2, optimizer=opt, resume=tmp_path / "c.st", **kw)
+    assert len(h) == 3 and h.widths[-1] == [64, 14, 4, 10]
+
+
+def test_a_run_stopped_by_a_callback_stays_stopped(digits, tmp_path):
+    """A callback stopped the run after epoch 2 of 5: resuming it trains no further epoch."""
+    calls = []
+    stop = lambda epoch, model, history: calls.append(epoch) or epoch == 2  # noqa: E731
+    first = small((64, 8, 8, 10), dtype=torch.float64)
+    opt1 = adam(first)
+    h = fit(first, digits, epochs=5, optimizer=opt1, checkpoint=tmp_path / "c.st",
+            callbacks=[stop], **RESUME)  # fmt: skip
+    assert len(h) == 3 and calls == [1, 2]
+    model = ip.load(tmp_path / "c.st")
+    opt = adam(model)
+    before = snapshot(model)
+    h2 = fit(model, digits, epochs=5, optimizer=opt, resume=tmp_path / "c.st", callbacks=[stop],
+             **RESUME)  # fmt: skip
+    assert h2.to_dict(timings=False) == h.to_dict(timings=False) and calls == [1, 2]
+    assert_unchanged(model, before)
+    assert bit_identical(state_bits(model, opt), state_bits(first, opt1))
