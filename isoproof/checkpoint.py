@@ -60,7 +60,7 @@ from .io import (
     model_specs,
     read_checked,
 )
-from .optim import check_named_state, check_optimizer, named_state, named_state_dict
+from .optim import check_named_state, named_state, named_state_dict
 
 __all__ = [
     "TRAINING_FORMAT",
@@ -106,10 +106,13 @@ def check_saveable(model: nn.Module, optimizer: torch.optim.Optimizer | None) ->
 
     Raises:
         NotIsotropicError: the model's class has no registered format (:func:`isoproof.save`).
-        UnsupportedOptimizerError: the optimiser is not SGD, Adam or AdamW.
+        UnsupportedOptimizerError: the optimiser is not SGD, Adam or AdamW, or it holds a
+            parameter that is not the model's.
+        IsoproofError: a hyper-parameter JSON cannot store (``lr=torch.tensor(1e-3)``).
     """
     _format_of(model)
-    check_optimizer(optimizer)
+    if optimizer is not None:  # the class, the parameters and the hyper-parameters
+        named_state(optimizer, model)  # as write_checkpoint describes them
 
 
 def write_checkpoint(

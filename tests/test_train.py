@@ -332,6 +332,23 @@ def test_checkpoint_needs_a_saveable_model(digits, tmp_path):
         fit(small(), digits, epochs=1, checkpoint=3, verbose=False)
 
 
+@pytest.mark.parametrize("kind", ["tensor_lr", "foreign_parameter"])
+def test_checkpoint_refuses_an_unsaveable_optimiser_before_training(digits, tmp_path, kind):
+    """What write_checkpoint would raise after the first epoch is raised before it."""
+    model = small()
+    if kind == "tensor_lr":
+        opt, match = torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-3)), "lr=tensor"
+    else:
+        foreign = nn.Parameter(torch.zeros(3))
+        opt, match = torch.optim.AdamW([*model.parameters(), foreign]), r"shapes \[\(3,\)\]"
+    before, epochs = snapshot(model), []
+    with pytest.raises(IsoproofError, match=match):
+        fit(model, digits, epochs=2, optimizer=opt, checkpoint=tmp_path / "c.st", verbose=False,
+            callbacks=[lambda e, m, h: epochs.append(e)])  # fmt: skip
+    assert epochs == [] and not opt.state and list(tmp_path.iterdir()) == []
+    assert_unchanged(model, before)
+
+
 def test_resumed_width_schedule_keeps_its_starting_widths(digits, tmp_path):
     """A WidthSchedule moves from the *starting* widths, which the checkpoint keeps."""
     kw = RESUME | {"adapt": None, "width_schedule": WidthSchedule((14, 4), epochs=4)}
