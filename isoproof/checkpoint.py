@@ -55,6 +55,7 @@ from .io import (
     _digest,
     _fail,
     _format_of,
+    _read_header,
     _write,
     check_specs,
     model_specs,
@@ -65,6 +66,7 @@ from .optim import check_named_state, named_state, named_state_dict
 __all__ = [
     "TRAINING_FORMAT",
     "TrainingState",
+    "check_header",
     "check_saveable",
     "read_checkpoint",
     "write_checkpoint",
@@ -163,8 +165,37 @@ def write_checkpoint(
     return _write(model, path, (tensors, json.dumps(training)))
 
 
-def _training(path: Path, meta: Mapping[str, str], generators: Sequence[str]) -> dict[str, Any]:
-    """The checked ``training`` entry of the metadata."""
+def check_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a training checkpoint's header alone, before slow work such as loading a data set:
+    the file, its tensors' byte ranges and the ``training`` entry (no tensor is read; the model,
+    the optimiser, the generators' names and the digest are :func:`read_checkpoint`'s).
+
+    Args:
+        path: a file written by :func:`write_checkpoint` (untrusted).
+
+    Returns:
+        The ``training`` entry (JSON; its ``epoch`` is an int >= 0).
+
+    Raises:
+        CheckpointError: a missing or damaged file, a model file instead of a training
+            checkpoint, or a malformed training entry (one line, "expected X, got Y").
+
+    Examples:
+        >>> model = IsotropicMLP([4, 6, 3], dtype=torch.float64)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> path = write_checkpoint(tmp_path / "run.safetensors", model, opt, epoch=2,
+        ...                         history={}, generators={})
+        >>> check_header(path)["epoch"]
+        2
+    """
+    path = Path(path)
+    return _training(path, _read_header(path)[0], None)
+
+
+def _training(
+    path: Path, meta: Mapping[str, str], generators: Sequence[str] | None
+) -> dict[str, Any]:
+    """The checked ``training`` entry of the metadata (``generators=None``: any names)."""
     if "training" not in meta:
         raise CheckpointError(
             f"expected a training checkpoint (written by fit(checkpoint=...)) at {path}, "
@@ -182,7 +213,12 @@ def _training(path: Path, meta: Mapping[str, str], generators: Sequence[str]) ->
     epoch = training["epoch"]
     if type(epoch) is not int or epoch < 0:
         raise _fail(path, f"expected an epoch >= 0, got {epoch!r}")
-    if training["generators"] != sorted(generators):
+    names = training["generators"]
+    if generators is None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        raise _fail(path, f"expected a list of generator names, got {names!r:.80}")
+    if generators is not None and names != sorted(generators):
         raise _fail(
             path, f"expected the generators {sorted(generators)}, got {training['generators']!r}"
         )

@@ -98,6 +98,63 @@ def test_train_resumes_from_its_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "c.st").exists()
 
 
+@pytest.fixture(scope="module")
+def run_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A training checkpoint after one epoch, and the arguments of the command that wrote it."""
+    folder = tmp_path_factory.mktemp("cli-checkpoint")
+    base = ["train", "--data", "digits", "--widths", "64,8,10", "--epochs", "1", "--quiet"]
+    base += ["-o", str(folder / "m.safetensors"), "--checkpoint"]
+    assert main([*base, str(folder / "run.safetensors")]) == 0
+    return folder / "run.safetensors", base
+
+
+def test_train_refuses_to_start_over_an_existing_checkpoint(run_checkpoint, tmp_path, capsys):
+    """Without --resume an existing --checkpoint is kept (--force starts the run again)."""
+    ck, base = run_checkpoint
+    copy = tmp_path / "run.safetensors"
+    copy.write_bytes(ck.read_bytes())
+    err = _error(capsys, [*base, str(copy)])
+    assert f"expected a new --checkpoint file (or --resume, or --force), got {str(copy)!r}" in err
+    assert copy.read_bytes() == ck.read_bytes()
+    assert main([*base, str(copy), "--force"]) == 0
+
+
+def test_train_resume_checks_the_checkpoint_before_the_data(
+    run_checkpoint, tmp_path, capsys, monkeypatch
+):
+    """A damaged or model-only --checkpoint is refused before the data set loads, and a forged
+    optimiser state (capturable=True: an AssertionError mid-step before) is one line, exit 2."""
+    from conftest import forge_checkpoint
+
+    import isoproof.data
+
+    ck, base = run_checkpoint
+    forged = tmp_path / "capturable.safetensors"
+    group = lambda t, training: training["optimizer"]["param_groups"][0]  # noqa: E731
+    forge_checkpoint(ck, forged, lambda t, training: group(t, training).update(capturable=True))
+    err = _error(capsys, [*base, str(forged), "--resume", "--epochs", "2"])
+    assert "expected capturable=False in group 0 (the current optimiser's), got True" in err
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data set was loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(isoproof.data, "load_dataset", no_data)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10" + b"\0" * 7 + b"not json at all!")
+    assert "not a readable safetensors file" in _error(capsys, [*base, str(garbage), "--resume"])
+    model_file = ip.save(ip.load(ck), tmp_path / "model.safetensors")
+    err = _error(capsys, [*base, str(model_file), "--resume"])
+    assert "expected a training checkpoint" in err
+
+
+def test_train_refuses_a_seed_torch_cannot_take(tmp_path, capsys):
+    args = ["train", "--data", "digits", "--widths", "64,8,10", "--epochs", "1", "--quiet"]
+    args += ["-o", str(tmp_path / "m.safetensors"), "--seed", "99999999999999999999999"]
+    err = _error(capsys, args)
+    assert "expected --seed in [0, 2**63), got 99999999999999999999999" in err
+    assert "Overflow" not in err and not list(tmp_path.iterdir())
+
+
 def test_resize_operations(trained, tmp_path, capsys):
     before = ip.load(trained)
     out = tmp_path / "g.safetensors"

@@ -100,7 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run saved at --checkpoint (repeat the command that started it)",
+        help="continue the run saved at --checkpoint (repeat the command that started it; "
+        "without --resume an existing checkpoint is refused unless --force)",
     )
     p.add_argument("-o", "--output", required=True, help="where to save the model (.safetensors)")
     add_force(p)
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise CliError(f"expected --epochs >= 1, got {args.epochs}")
+    if not 0 <= args.seed < 2**63:  # torch's generators take no more
+        raise CliError(f"expected --seed in [0, 2**63), got {args.seed}")
     check_output(args.output, [], (".safetensors",), force=args.force)  # before any training
     if args.history:
         check_output(args.history, [args.output], (".json",), force=args.force, flag="--history")
@@ -134,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_checkpoint(args: argparse.Namespace) -> None:
-    """--resume needs --checkpoint; the checkpoint is neither the model nor the history file."""
+    """--resume needs --checkpoint; the checkpoint is neither the model nor the history file;
+    without --resume (or --force) an existing one is kept, not started over."""
+    import os
     from pathlib import Path
 
     if args.resume and not args.checkpoint:
@@ -147,26 +152,25 @@ def _check_checkpoint(args: argparse.Namespace) -> None:
                     f"expected a --checkpoint other than the {flag} file, got {args.checkpoint!r}"
                 )
         check_output(ckpt, [], (".safetensors",), force=args.force, flag="--checkpoint")
+        if not args.resume and not args.force and os.path.lexists(ckpt):
+            raise CliError(
+                "expected a new --checkpoint file (or --resume, or --force), got "
+                f"{args.checkpoint!r}, which exists (--resume continues the run saved there, "
+                "--force starts it again)"
+            )
 
 
 def _train(args: argparse.Namespace, main_process: bool) -> int:
     import json
 
-    from ...conv import IsotropicConvNet
     from ...data import load_dataset
     from ...distributed import save as save_on_rank0
     from ...files import atomic_write_text
     from ...train import AdaptSchedule, fit
 
+    model = _resumed_model(args) if args.resume else None  # checked before the data loads
     data = load_dataset(args.data, seed=args.seed, conv=args.conv is not None)
-    if args.resume:  # the model the checkpoint holds (resized since the start, maybe)
-        model = load_model(args.checkpoint)
-        if isinstance(model, IsotropicConvNet) != (args.conv is not None):
-            raise CliError(
-                f"expected a checkpoint of {'a CNN' if args.conv else 'an MLP'} at "
-                f"{args.checkpoint}, got {type(model).__name__}"
-            )
-    else:
+    if model is None:
         model = _new_model(args, data)
     adapt = AdaptSchedule(*args.adapt) if args.adapt else None
     history = fit(
@@ -194,6 +198,22 @@ def _train(args: argparse.Namespace, main_process: bool) -> int:
         f"{model.count_parameters()} stored parameters"
     )
     return 0
+
+
+def _resumed_model(args: argparse.Namespace) -> Any:
+    """The model the --checkpoint holds (resized since the start, maybe), once its header says
+    it is a training checkpoint of the kind of model --widths / --conv asks for."""
+    from ...checkpoint import check_header
+    from ...conv import IsotropicConvNet
+
+    check_header(args.checkpoint)
+    model = load_model(args.checkpoint)
+    if isinstance(model, IsotropicConvNet) != (args.conv is not None):
+        raise CliError(
+            f"expected a checkpoint of {'a CNN' if args.conv else 'an MLP'} at "
+            f"{args.checkpoint}, got {type(model).__name__}"
+        )
+    return model
 
 
 def _new_model(args: argparse.Namespace, data: Any) -> Any:
