@@ -4,6 +4,7 @@ files of another kind, export --verify writes only verified files, a different s
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import batch, make_model
 
@@ -28,6 +29,33 @@ def test_output_that_is_an_input_or_another_kind_is_refused(tmp_path, capsys):
     assert ckpt.read_bytes() == before and other.read_bytes() == kept
     assert main(["spectra", str(ckpt), "-o", str(other), "--force"]) == 0
     assert other.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("flag", ["--fp16", "--int8"])
+def test_export_checks_its_derived_files_before_any_work(tmp_path, capsys, flag):
+    """m.fp16.onnx / m.int8.onnx are outputs too: a directory there, or the --data input, is
+    one line before m.onnx is written (m.onnx was left behind, then an OSError)."""
+    ckpt = _ckpt(tmp_path)
+    out = tmp_path / "m.onnx"
+    derived = out.with_suffix(f".{flag[2:]}.onnx")
+    derived.mkdir()
+    assert main(["export", str(ckpt), "-o", str(out), flag]) == 2
+    err = capsys.readouterr().err
+    assert f"expected a file path for {flag}, got a directory ({str(derived)!r})" in err
+    derived.rmdir()
+    derived.write_bytes(b"inputs")  # passed as --data: never replaced by the export
+    assert main(["export", str(ckpt), "-o", str(out), flag, "--data", str(derived)]) == 2
+    assert "expected an output path other than the input" in capsys.readouterr().err
+    assert not out.exists() and derived.read_bytes() == b"inputs"
+
+
+def test_collapse_save_is_not_the_onnx_file(tmp_path, capsys):
+    ckpt = _ckpt(tmp_path)
+    out = tmp_path / "c.onnx"
+    assert main(["collapse", str(ckpt), "-o", str(out), "--save", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"expected a --save path other than the -o file, got {str(out)!r}" in err
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_verify_json_never_overwrites_the_checkpoint_and_checks_the_source(tmp_path, capsys):

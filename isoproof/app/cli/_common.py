@@ -118,11 +118,13 @@ def check_output(
     *,
     force: bool = False,
     flag: str = "-o",
+    outputs: dict[str, str | Path | None] | None = None,
 ) -> Path:
     """Check an output file path before any work is done (every command that writes one does).
 
-    Refused: a directory; one of the command's ``inputs``; (unless ``force``) an existing file of
-    another kind (a suffix not in ``suffixes``); a path whose folder cannot be created or written
+    Refused: a directory; one of the command's ``inputs``; another of its ``outputs`` (by flag:
+    the second write would replace the first); (unless ``force``) an existing file of another
+    kind (a suffix not in ``suffixes``); a path whose folder cannot be created or written
     (:func:`isoproof.files.check_folder`). An existing file of the same kind is replaced.
 
     Raises:
@@ -134,6 +136,9 @@ def check_output(
     out = Path(output)
     if os.path.isdir(out):
         raise CliError(f"expected a file path for {flag}, got a directory ({str(out)!r})")
+    for other, path in (outputs or {}).items():
+        if path is not None and Path(path).resolve() == out.resolve():
+            raise CliError(f"expected a {flag} path other than the {other} file, got {str(out)!r}")
     for src in inputs:
         if src is not None and out.exists() and out.resolve() == Path(src).resolve():
             raise CliError(f"expected an output path other than the input, got {str(out)!r}")

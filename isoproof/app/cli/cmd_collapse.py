@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
     check_output(out, [args.model], (".onnx",), force=args.force)
     if args.save is not None:
-        check_output(args.save, [args.model], (".safetensors",), force=args.force, flag="--save")
+        check_output(args.save, [args.model], (".safetensors",), force=args.force, flag="--save",
+                     outputs={"-o": out})  # fmt: skip
     model = load_model(args.model)
     probe = torch.randn(64, _input_width(model), generator=torch.Generator().manual_seed(0))
     collapsed, receipt = collapse(model, probe=probe.to(model.dtype))

@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if args.web is not None:
         check_output_folder(args.web, "--web")
     check_output(out, [args.model, args.data], (".onnx",), force=args.force)
+    for kind in ("fp16", "int8"):  # out.fp16.onnx, out.int8.onnx: outputs too
+        if getattr(args, kind):
+            check_output(_derived(out, kind), [args.model, args.data], (".onnx",),
+                         force=args.force, flag=f"--{kind}")  # fmt: skip
     model = load_model(args.model)
     x, y = read_data(args.data)
     _check_data_shape(model, x)
@@ -110,16 +114,21 @@ def _write(args: argparse.Namespace, model, out: Path, x, y, bar: Progress) -> l
     written = [export_onnx(model, out, batch=args.batch, opset=args.opset)]
     print(f"wrote {written[0].name} ({written[0].stat().st_size / 1024:.1f} KiB)")
     if args.fp16:
-        bar.begin(f"write {out.with_suffix('.fp16.onnx').name}")
-        written.append(to_float16(written[0], out.with_suffix(".fp16.onnx")))
+        bar.begin(f"write {_derived(out, 'fp16').name}")
+        written.append(to_float16(written[0], _derived(out, "fp16")))
         print(f"wrote {written[-1].name} ({written[-1].stat().st_size / 1024:.1f} KiB)")
     if args.int8:
         labelled = (x, y) if x is not None and y is not None else None
-        bar.begin(f"quantise {out.with_suffix('.int8.onnx').name}")
-        report = quantize_int8(written[0], out.with_suffix(".int8.onnx"), labelled=labelled)
+        bar.begin(f"quantise {_derived(out, 'int8').name}")
+        report = quantize_int8(written[0], _derived(out, "int8"), labelled=labelled)
         written.append(Path(report.path))
         print(report.table())
     return written
+
+
+def _derived(out: Path, kind: str) -> Path:
+    """The ``--fp16`` / ``--int8`` file next to ``out``: ``m.onnx`` -> ``m.int8.onnx``."""
+    return out.with_suffix(f".{kind}.onnx")
 
 
 def _verify(written: list[Path], model, x, y, bar: Progress) -> list[str]:

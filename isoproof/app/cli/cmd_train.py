@@ -146,12 +146,9 @@ def _check_checkpoint(args: argparse.Namespace) -> None:
         raise CliError("expected --checkpoint PATH with --resume, got none")
     if args.checkpoint:
         ckpt = Path(args.checkpoint).resolve()
-        for flag, other in (("-o", args.output), ("--history", args.history)):
-            if other and Path(other).resolve() == ckpt:
-                raise CliError(
-                    f"expected a --checkpoint other than the {flag} file, got {args.checkpoint!r}"
-                )
-        check_output(ckpt, [], (".safetensors",), force=args.force, flag="--checkpoint")
+        others = {"-o": args.output, "--history": args.history}
+        check_output(ckpt, [], (".safetensors",), force=args.force, flag="--checkpoint",
+                     outputs=others)  # fmt: skip
         if not args.resume and not args.force and os.path.lexists(ckpt):
             raise CliError(
                 "expected a new --checkpoint file (or --resume, or --force), got "
