@@ -13,11 +13,35 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["DEFAULT_TIMEOUT", "add_arguments"]
+__all__ = ["DEFAULT_TIMEOUT", "add_arguments", "timeout_seconds"]
 
 #: Seconds allowed per claim by default.
 DEFAULT_TIMEOUT = 60.0
+
+
+def timeout_seconds(value: str) -> float:
+    """argparse type of ``--timeout``: a finite number of seconds >= 0 (``nan`` or ``inf``
+    would make every claim an error rather than a usage error).
+
+    Raises:
+        argparse.ArgumentTypeError: "expected X, got Y".
+
+    Example::
+
+        >>> timeout_seconds("2.5")
+        2.5
+    """
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number of seconds >= 0 (0: no limit), got {value!r}"
+        )
+    return seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -34,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=float,
+        type=timeout_seconds,
         default=DEFAULT_TIMEOUT,
         help=f"time limit per claim, 0 for none (default {DEFAULT_TIMEOUT:g})",
     )

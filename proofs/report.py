@@ -144,6 +144,25 @@ def shorten_residual(text: str) -> str:
     return _shorten(text, RESIDUAL_CHARS)
 
 
+def report_path_problem(path: str | os.PathLike[str], flag: str) -> str | None:
+    """Why a report cannot be written at ``path`` (``None`` if it can), checked before any proof
+    runs: a directory, or a folder that cannot be created (a file on the way) or written.
+
+    The proofs' own copy of :func:`isoproof.files.check_folder` (see :func:`write_atomic`: the
+    layering rule keeps ``proofs/`` apart from the core); the messages are the same.
+    """
+    target = Path(path)
+    if os.path.isdir(target):
+        return f"expected a file path for {flag}, got a directory ({str(target)!r})"
+    folder = target.parent
+    existing = next(p for p in (folder, *folder.parents) if os.path.exists(p) or p == p.parent)
+    if not os.path.isdir(existing):
+        return f"expected a writable folder for {flag}, got {str(existing)!r} (a file)"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"expected a writable folder for {flag}, got {str(existing)!r} (permission denied)"
+    return None
+
+
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically, creating parent directories.
 

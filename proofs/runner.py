@@ -36,7 +36,7 @@ from . import registry
 from ._symbolic import Residual, entries, is_zero
 from .options import DEFAULT_TIMEOUT, add_arguments
 from .registry import Claim
-from .report import Report, Result, shorten_residual, write_atomic
+from .report import Report, Result, report_path_problem, shorten_residual, write_atomic
 
 __all__ = ["DEFAULT_TIMEOUT", "ClaimTimeout", "evaluate", "main", "run", "time_limit"]
 
@@ -163,14 +163,15 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; returns the exit status (see the module docstring).
 
-    A report path that is a directory is one line on stderr and status 2 (before any proof
-    runs); output into a pipe whose reader went away (``| head``) stops quietly with 141.
+    A report path that is a directory, or whose folder cannot be created or written, is one
+    line on stderr and status 2 (before any proof runs); output into a pipe whose reader went
+    away (``| head``) stops quietly with 141.
     """
     args = _parser(prog).parse_args(argv)
     for flag, path in (("--json", args.json), ("--junit", args.junit)):
-        if path is not None and os.path.isdir(path):
-            print(f"proofs: error: expected a file path for {flag}, got a directory ({path!r})",
-                  file=sys.stderr)  # fmt: skip
+        problem = None if path is None else report_path_problem(path, flag)
+        if problem is not None:
+            print(f"proofs: error: {problem}", file=sys.stderr)
             return 2
     try:
         status = run_from_args(args)

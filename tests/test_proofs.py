@@ -468,6 +468,40 @@ def test_main_refuses_a_directory_report_path_before_proving(tmp_path: Path, mon
     assert err.count("\n") == 1 and "expected a file path for --junit, got a directory" in err
 
 
+def test_main_refuses_a_report_under_a_file_before_proving(tmp_path: Path, monkeypatch, capsys):
+    """A file where the report's folder would be created: one line, exit 2, before any proof
+    (every proof ran, then a FileExistsError traceback, exit 1)."""
+
+    def started(*args, **kwargs):
+        raise RuntimeError("proofs ran before the report paths were checked")
+
+    monkeypatch.setattr(runner, "run", started)
+    (tmp_path / "plain").write_text("x")
+    for flag in ("--json", "--junit"):
+        assert runner.main([flag, str(tmp_path / "plain" / "sub" / "report")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert (
+            f"expected a writable folder for {flag}, got {str(tmp_path / 'plain')!r} (a file)"
+            in err
+        )
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_timeout_must_be_a_finite_number_of_seconds(value: str, monkeypatch, capsys) -> None:
+    """--timeout nan made every claim an "error" (exit 1): now a usage error, exit 2, in
+    ``python -m proofs`` and ``isoproof prove`` alike."""
+    from isoproof.app.cli import main as isoproof_main
+
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("proofs ran"))
+    for main in (runner.main, lambda argv: isoproof_main(["prove", *argv])):
+        with pytest.raises(SystemExit) as info:
+            main(["--timeout", value])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"expected a finite number of seconds >= 0 (0: no limit), got {value!r}" in err
+
+
 def test_main_into_a_closed_pipe_is_quiet() -> None:
     """``python -m proofs --list | head -1`` with the reader gone: no traceback, status 141."""
     read_end, write_end = os.pipe()
