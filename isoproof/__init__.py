@@ -84,8 +84,32 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "train": ("AdaptSchedule", "History", "WidthSchedule", "fit"),
 }
 _SOURCE = {name: module for module, names in _LAZY.items() for name in names}
-#: Public submodules (``isoproof.data`` ...), imported on first use as well.
-_SUBMODULES = frozenset({"data", "distributed", "ngc", "testing"})
+#: Public submodules (``isoproof.data``, ``isoproof.ops`` ...), imported on first use as well:
+#: the ones the package held as attributes before it became lazy, and ``checkpoint``.
+_SUBMODULES = frozenset(
+    {
+        "activations",
+        "checkpoint",
+        "conv",
+        "data",
+        "diagonal",
+        "distributed",
+        "files",
+        "io",
+        "mlp",
+        "network",
+        "ngc",
+        "ops",
+        "optim",
+        "psi",
+        "radial",
+        "receipt",
+        "standard",
+        "table",
+        "testing",
+        "train",
+    }
+)
 #: Functions named like the module that defines them: the function is the package attribute.
 _SHADOWED = frozenset(n for n in _SOURCE if n == _SOURCE[n])
 

@@ -103,6 +103,26 @@ def test_lazy_package_still_exports_everything_and_loads_every_format(tmp_path):
     ]
 
 
+#: The submodules that were attributes of the package before it became lazy (and checkpoint).
+SUBMODULES = ("activations", "checkpoint", "conv", "data", "diagonal", "distributed", "files",
+              "io", "mlp", "network", "ngc", "ops", "optim", "psi", "radial", "receipt",
+              "standard", "table", "testing", "train")  # fmt: skip
+
+
+def test_lazy_package_keeps_its_submodules_as_attributes():
+    """``import isoproof; isoproof.ops`` in a fresh process (an AttributeError once lazy), while
+    the functions named like their modules stay functions."""
+    code = (
+        "import types, isoproof as ip\n"
+        f"missing = [n for n in {SUBMODULES!r} if not isinstance(getattr(ip, n, None), "
+        "types.ModuleType)]\n"
+        "print(missing, callable(ip.collapse), callable(ip.stability), ip.ops.grow is ip.grow)\n"
+    )
+    done = _python(["-c", code])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[] True True True"]
+
+
 # ----------------------------------------------------------------------- damaged ONNX files
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
