@@ -160,22 +160,28 @@ class IsotropicActivation(nn.Module):
     def _fast_norm(self, z: torch.Tensor) -> torch.Tensor | None:
         """``N`` by ``vector_norm`` + ``hypot`` (one sync), or ``None`` where it would not be exact
         to rounding (``|z|`` overflows the accumulator, or ``N >= HUGE_NORM``)."""
-        if z.dtype in (torch.float32, torch.float64):
+        dtype = z.dtype
+        if dtype is torch.float32 or dtype is torch.float64:
             n = torch.linalg.vector_norm(z, dim=self.dim, keepdim=True)
         else:  # half precisions accumulate in float32
             n = torch.linalg.vector_norm(z, dim=self.dim, keepdim=True, dtype=torch.float32)
-        if n.numel() and not float(n.detach().amax()) < HUGE_NORM:
-            return None
+        size = n.numel()
+        if size:  # one element (batch 1): the sync needs no reduction
+            top = n if size == 1 else (n.detach() if n.requires_grad else n).amax()
+            if not float(top) < HUGE_NORM:
+                return None
         if self.intrinsic_length != "none":
             root = self._sqrt_o()
             n = torch.hypot(n, root if root.dtype == n.dtype else root.to(n.dtype))
         return torch.clamp_min(n, self.eps)
 
     def _sqrt_o(self) -> torch.Tensor:
-        """``sqrt(o)`` as a 0-d tensor (two cheap ops; a tensor-by-float product costs more)."""
+        """``sqrt(o)`` as a 0-d tensor (two cheap ops; a tensor-by-float product costs more; the
+        tensor straight from ``_parameters``/``_buffers``: ``nn.Module.__getattr__`` costs more
+        than either op at batch 1)."""
         if self.intrinsic_length == "trainable":
-            return self.log_o.exp().sqrt()
-        return self.o_const.sqrt()
+            return self._parameters["log_o"].exp().sqrt()  # type: ignore[union-attr]
+        return self._buffers["o_const"].sqrt()  # type: ignore[union-attr]
 
     def robust_norm(self, z: torch.Tensor) -> torch.Tensor:
         """The overflow-safe ``N``: computed after scaling by ``m = max|z|``, in float32 at least

@@ -85,3 +85,50 @@ def test_export_drops_exactly_zero_psi_and_o(tmp_path) -> None:
     with torch.no_grad():
         assert torch.allclose(plain, busy(x), atol=default_atol(torch.float32))
     assert busy._export_psi is None and not busy.activations[0].plain  # restored on exit
+
+
+def test_forward_skips_module_dispatch_but_honours_hooks() -> None:
+    """The MLP forward calls ``F.linear`` directly on plain ``nn.Linear`` maps; a hook on a map,
+    a global hook or a pre-hook that changes the input must still act on every call."""
+    torch.manual_seed(0)
+    model = ip.IsotropicMLP([5, 7, 7, 3])
+    with torch.no_grad():
+        for p in model.psi:
+            p.normal_()
+    x = torch.randn(4, 5)
+    with torch.no_grad():
+        reference = model(x)
+        _, (a1, g1) = model.hidden_states(x)
+        last = model.linears[2]
+        want = torch.addcmul((2 * a1) @ last.weight.T + last.bias, model.psi[1], g1)
+    seen: list[str] = []
+    handles = [
+        model.linears[1].register_forward_hook(lambda m, i, o: seen.append("map")),
+        last.register_forward_pre_hook(lambda m, i: (2 * i[0],)),
+        torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append("any")),
+    ]
+    try:
+        with torch.no_grad():
+            doubled = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen.count("map") == 1 and seen.count("any") == 3 + 1  # three maps and the model
+    torch.testing.assert_close(doubled, want)
+    assert not torch.allclose(doubled, reference)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference)  # hooks removed: the direct path, same values
+
+
+def test_forward_applies_a_pruning_reparametrisation() -> None:
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = ip.IsotropicMLP([5, 7, 7, 3])
+    masked = ip.IsotropicMLP([5, 7, 7, 3])
+    masked.load_state_dict(model.state_dict())
+    prune.l1_unstructured(model.linears[1], "weight", amount=0.5)  # weight_orig + a pre-hook
+    with torch.no_grad():
+        masked.linears[1].weight.mul_(model.linears[1].weight_mask)
+        x = torch.randn(4, 5)
+        torch.testing.assert_close(model(x), masked(x))
