@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._validate import all_finite
 from .exceptions import NonFiniteError, UnsupportedOptimizerError
 
 __all__ = [
@@ -168,7 +169,7 @@ def read_moments(
             if name in FIRST_MOMENTS + SECOND_MOMENTS and isinstance(v, torch.Tensor)
         }
         for name, v in moments.items():
-            if not bool(torch.isfinite(v).all()):
+            if not all_finite(v):
                 raise NonFiniteError(f"expected finite optimizer moments, got NaN/Inf in {name!r}")
         if moments:
             out[key] = moments

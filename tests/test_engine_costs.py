@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -134,3 +136,21 @@ def test_embedding_equals_its_matrix(n_old: int, n_new: int) -> None:
     u = torch.randn(3, n_old, dtype=F64)
     assert torch.equal(apply_linear(u, None, e), u @ e.matrix().T)
     assert torch.equal(apply_linear(t, e, second_moment=True), apply_linear(t, e))
+
+
+def test_all_finite_is_exact_where_the_sum_is_not() -> None:
+    from isoproof._validate import all_finite
+
+    big = torch.full((1000,), 3e38)  # finite entries whose float32 sum overflows
+    assert all_finite(big) and all_finite(torch.zeros(0))
+    for bad in (math.nan, math.inf, -math.inf):
+        t = torch.randn(300, 200, dtype=F64)
+        t[123, 45] = bad
+        assert not all_finite(t) and not all_finite(t.float())
+    both = torch.tensor([math.inf, -math.inf])  # sums to NaN: still refused
+    assert not all_finite(both)
+    model = _wide_model(3)
+    with torch.no_grad():
+        model.linears[2].weight[1, 2] = math.nan  # a map the operation never rotates
+    with pytest.raises(ip.NonFiniteError, match="layer 2 weight"):
+        ip.prune(model, 0, 1)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._validate import check_int
+from .._validate import all_finite, check_int
 from ..diagonal import DiagonalConv, DiagonalLinear
 from ..exceptions import (
     IsoproofError,
@@ -262,7 +262,6 @@ class Surgery:
         R, S = agreed(lambda: _left_basis(self.matrix(i)))  # rank 0 computes in synchronised mode
         return R, S, None
 
-
     # ----------------------------------------------------------------- editing
     def change_basis(self, space: int, A: torch.Tensor | Embedding) -> None:
         """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc."""
@@ -435,7 +434,7 @@ class Surgery:
     def _check_finite(self) -> None:
         for name, store in (("weight", self.W), ("bias", self.b), ("psi", self.psi), ("o", self.o)):
             for i, t in enumerate(store):
-                if not torch.isfinite(t).all():
+                if not all_finite(t):
                     where = f"psi[{i}]" if name == "psi" else f"layer {i} {name}"
                     raise NonFiniteError(f"expected finite parameters, got NaN/Inf in {where}")
 
