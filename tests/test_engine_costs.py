@@ -154,3 +154,20 @@ def test_all_finite_is_exact_where_the_sum_is_not() -> None:
         model.linears[2].weight[1, 2] = math.nan  # a map the operation never rotates
     with pytest.raises(ip.NonFiniteError, match="layer 2 weight"):
         ip.prune(model, 0, 1)
+
+
+def test_workspace_copies_and_writes_only_what_an_operation_touches() -> None:
+    model = ip.IsotropicMLP([6, 8, 7, 7, 3], dtype=F64)
+    before = [(lin.weight._version, lin.bias._version) for lin in model.linears]
+    x = torch.randn(16, 6, dtype=F64)
+    receipt = ip.prune(model, 2, 1, probe=x)
+    after = [(lin.weight._version, lin.bias._version) for lin in model.linears]
+    assert after[:2] == before[:2]  # maps 0 and 1: never rotated, never rewritten
+    assert model.widths == [6, 8, 7, 6, 3] and receipt.max_abs_change <= receipt.bound
+    s = Surgery(model)
+    assert s.widths == model.widths and not any(s.W.changed(i) for i in range(4))
+    _ = s.W[1] + 0  # a read is not a change
+    assert not s.W.changed(1)
+    s.matrix(1)[0, 0] += 1.0  # an in-place edit through a view is
+    s.b[0] = s.b[0] * 2  # and so is a replacement
+    assert s.W.changed(1) and s.b.changed(0) and not s.b.changed(1)

@@ -32,7 +32,7 @@ operation.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
 
 import torch
@@ -185,30 +185,31 @@ class Surgery:
         m = self.model
         maps = m.maps
         shapes = [m.map_shape(i) for i in range(len(maps))]
+        self.device = m.device
+        _check_model_finite(m)
+        # float64 copies made on first access: an operation converts, checks and writes back
+        # only the maps it touches (a prune of one layer reads 2-3 of them)
+        self.W = Workspace([lambda i=i: maps[i].weight for i in range(len(maps))], shapes)
+        self.b = Workspace([lambda i=i: maps[i].bias for i in range(len(maps))])
+        self.psi = Workspace(
+            [lambda i=i: m.psi[i] for i in range(len(m.psi))],
+            [_psi_shape(shape) for shape in shapes[1:]],
+        )
         with torch.no_grad():
-            self.W = [
-                mp.weight.detach().to(F64).clone().reshape(shape)
-                for mp, shape in zip(maps, shapes, strict=True)
-            ]
-            self.b = [mp.bias.detach().to(F64).clone() for mp in maps]
-            self.psi = [
-                p.detach().to(F64).clone().reshape(_psi_shape(shape))
-                for p, shape in zip(m.psi, shapes[1:], strict=True)
-            ]
             self.o = [act.o.detach().to(F64).clone() for act in m.activations]
         self.diagonal = [isinstance(mp, DiagonalLinear | DiagonalConv) for mp in maps]
+        self._diagonal_before = list(self.diagonal)
         self._version = [0] * len(maps)  # bumped when W_i changes (invalidates caches)
         self._svals: dict[int, tuple[int, torch.Tensor]] = {}
-        self._check_finite()
         self._params = self._slot_params()
         _check_untied(self._params)
         moments = read_moments(optimizer, self._params)
         for (kind, i), ms in moments.items():
             for name, v in ms.items():
                 if kind == "W" and self.diagonal[i]:  # the workspace is dense: embed the diagonal
-                    ms[name] = _embed_diagonal(v, self.W[i].shape)
+                    ms[name] = _embed_diagonal(v, self.W.shape(i))
                 elif kind in ("W", "psi"):
-                    ms[name] = v.reshape((self.W if kind == "W" else self.psi)[i].shape)
+                    ms[name] = v.reshape((self.W if kind == "W" else self.psi).shape(i))
         self.moments: dict[Hashable, dict[str, torch.Tensor]] = moments
 
     # ----------------------------------------------------------------- reading
@@ -218,7 +219,8 @@ class Surgery:
 
     @property
     def widths(self) -> list[int]:
-        return [self.W[0].shape[1]] + [w.shape[0] for w in self.W]
+        W = self.W
+        return [W.shape(0)[1]] + [W.shape(i)[0] for i in range(len(W))]
 
     def check_hidden(self, layer: object, *, lo: int = 0, hi: int | None = None) -> int:
         """Validate a hidden-layer index in ``[lo, hi]`` (default ``[0, L-2]``)."""
@@ -267,7 +269,7 @@ class Surgery:
         """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc."""
         L = self.num_layers
         if isinstance(A, torch.Tensor):
-            A = A.to(dtype=F64, device=self.W[0].device)
+            A = A.to(dtype=F64, device=self.device)
         if space >= 0:
             self._map(("W", space), A, None)
             self._map(("b", space), A, None)
@@ -316,7 +318,7 @@ class Surgery:
         ``probe_map`` turns it into the new model's input when the input width changed.
         """
         check_maps(self.model)
-        self._check_finite()
+        self._check_finite()  # what the operation changed (the rest was checked on entry)
         if probe is not None:
             check_probe(self.model, probe)
         before = _eval(self.model, probe) if probe is not None else None
@@ -353,9 +355,12 @@ class Surgery:
 
         with torch.no_grad():
             for i, lin in enumerate(m.maps):
-                self._write_map(i, lin, cast, undo)
-            for i, value in enumerate(self.psi):
-                p = m.psi[i]
+                if self.W.changed(i) or self.b.changed(i) or self._diagonal_changed(i):
+                    self._write_map(i, lin, cast, undo)
+            for i in range(len(self.psi)):
+                if not self.psi.changed(i):
+                    continue
+                p, value = m.psi[i], self.psi[i]
                 value = value.reshape((value.shape[0], *p.shape[1:]))  # the stored layout
                 if p.shape == value.shape:
                     old = p.detach().clone()
@@ -431,12 +436,91 @@ class Surgery:
                 params["psi", i] = m.psi[i]  # type: ignore[assignment]
         return params
 
+    def _diagonal_changed(self, i: int) -> bool:
+        return self.diagonal[i] != self._diagonal_before[i]
+
     def _check_finite(self) -> None:
-        for name, store in (("weight", self.W), ("bias", self.b), ("psi", self.psi), ("o", self.o)):
-            for i, t in enumerate(store):
-                if not all_finite(t):
-                    where = f"psi[{i}]" if name == "psi" else f"layer {i} {name}"
-                    raise NonFiniteError(f"expected finite parameters, got NaN/Inf in {where}")
+        """Raise :class:`NonFiniteError` if a workspace tensor the operation changed holds
+        NaN/Inf (the model itself was checked on entry)."""
+        for name, store in (("weight", self.W), ("bias", self.b), ("psi", self.psi)):
+            for i in range(len(store)):
+                if store.changed(i):
+                    _raise_if_not_finite(store[i], name, i)
+        for i, t in enumerate(self.o):
+            _raise_if_not_finite(t, "o", i)
+
+
+class Workspace:
+    """Float64 copies of one kind of model tensor (weights, biases or psi), each made on first
+    access, so an operation pays for the maps it touches only.
+
+    ``changed(i)``: whether entry ``i`` was replaced or edited in place since it was read (by
+    identity and the tensor's version counter), i.e. whether the commit must check and write it.
+    ``shape(i)`` reads the current shape without making the copy.
+    """
+
+    def __init__(
+        self,
+        sources: list[Callable[[], torch.Tensor]],
+        shapes: list[tuple[int, ...]] | None = None,
+    ) -> None:
+        self._sources = sources
+        self._shapes = shapes
+        self._items: list[torch.Tensor | None] = [None] * len(sources)
+        self._read: list[tuple[torch.Tensor, int] | None] = [None] * len(sources)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        t = self._items[i]
+        if t is None:
+            with torch.no_grad():
+                t = self._sources[i]().detach().to(F64, copy=True)
+            if self._shapes is not None:
+                t = t.reshape(self._shapes[i])
+            self._items[i] = t
+            # inference tensors have no version counter: such an entry counts as changed
+            self._read[i] = None if t.is_inference() else (t, t._version)
+        return t
+
+    def __setitem__(self, i: int, value: torch.Tensor) -> None:
+        self._items[i] = value
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[i] for i in range(len(self)))
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        t = self._items[i]
+        if t is not None:
+            return tuple(t.shape)
+        if self._shapes is not None:
+            return self._shapes[i]
+        return tuple(self._sources[i]().shape)
+
+    def changed(self, i: int) -> bool:
+        t, read = self._items[i], self._read[i]
+        if t is None:
+            return False
+        return read is None or t is not read[0] or t._version != read[1]
+
+
+def _raise_if_not_finite(t: torch.Tensor, name: str, i: int) -> None:
+    if not all_finite(t):
+        where = f"psi[{i}]" if name == "psi" else f"layer {i} {name}"
+        raise NonFiniteError(f"expected finite parameters, got NaN/Inf in {where}")
+
+
+def _check_model_finite(m: IsotropicNet) -> None:
+    """The entry check, on the model's own tensors (no float64 copy needed)."""
+    for i, mp in enumerate(m.maps):
+        weight = mp.diagonal if isinstance(mp, DiagonalLinear | DiagonalConv) else mp.weight
+        _raise_if_not_finite(weight.detach(), "weight", i)
+        _raise_if_not_finite(mp.bias.detach(), "bias", i)
+    for i, p in enumerate(m.psi):
+        _raise_if_not_finite(p.detach(), "psi", i)
+    for i, act in enumerate(m.activations):
+        _raise_if_not_finite(act.o.detach(), "o", i)
 
 
 def _embed_diagonal(d: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
