@@ -39,6 +39,7 @@ __all__ = [
     "FIRST_MOMENTS",
     "SECOND_MOMENTS",
     "SUPPORTED_OPTIMIZERS",
+    "Complement",
     "Embedding",
     "apply_linear",
     "check_optimizer",
@@ -94,7 +95,69 @@ class Embedding:
         return torch.cat([t, t.new_zeros(pad)], dim=axis)
 
 
-Map = torch.Tensor | Embedding
+@dataclass(frozen=True)
+class Complement:
+    """The ``[n - k, n]`` change of basis onto the orthogonal complement of ``k`` orthonormal
+    columns ``N`` (``[n, k]``): ``C = Q[:, k:]^T`` with ``Q = H_1 ... H_k`` the Householder
+    reflections of the QR factorisation of ``N`` (``Q[:, :k]`` spans ``N``). Removing ``k``
+    neurons this way costs about ``4 k n m`` operations on a map with ``m`` entries on the other
+    axis, against ``2 (n - k) n m`` for the dense ``[n - k, n]`` product; LAPACK's reflections run
+    at a fraction of a matrix product's speed, so it pays below ``k ~ n / 25`` (1024 x 1024,
+    measured: ``k = 1`` 1.3 ms, ``k = 16`` 10 ms, dense 23 ms). :func:`apply_linear` applies it
+    by ``torch.ormqr``; second moments take the dense matrix (``C∘C`` has no reflection form).
+
+    Example::
+
+        >>> N = torch.linalg.qr(torch.randn(5, 2, dtype=torch.float64))[0]
+        >>> c = Complement.of(N)
+        >>> C = c.matrix()
+        >>> bool((C @ N).abs().max() < 1e-14), bool((C @ C.T - torch.eye(3)).abs().max() < 1e-14)
+        (True, True)
+        >>> t = torch.randn(5, 4, dtype=torch.float64)
+        >>> torch.allclose(apply_linear(t, c), C @ t)
+        True
+    """
+
+    reflectors: torch.Tensor
+    tau: torch.Tensor
+
+    @classmethod
+    def of(cls, N: torch.Tensor) -> Complement:
+        """The complement of the columns of ``N`` (orthonormal, ``[n, k]``, ``k < n``)."""
+        reflectors, tau = torch.geqrf(N)
+        return cls(reflectors, tau)
+
+    @property
+    def n_old(self) -> int:
+        return int(self.reflectors.shape[0])
+
+    @property
+    def n_new(self) -> int:
+        return self.n_old - int(self.tau.numel())
+
+    def matrix(self, dtype: torch.dtype = torch.float64, device: object = None) -> torch.Tensor:
+        """The dense ``[n - k, n]`` matrix (second moments, reading and tests)."""
+        eye = torch.eye(self.n_old, dtype=self.reflectors.dtype, device=self.reflectors.device)
+        return self.apply(eye, 0).to(dtype=dtype, device=device)  # type: ignore[arg-type]
+
+    def apply(self, t: torch.Tensor, axis: int) -> torch.Tensor:
+        """``C`` applied to axis ``axis`` (0 or 1) of ``t``, which has ``n`` entries there."""
+        n, k = self.n_old, self.n_old - self.n_new
+        if t.shape[axis] != n:
+            raise ValueError(f"expected {n} entries on axis {axis}, got {t.shape[axis]}")
+        a, tau = self.reflectors, self.tau
+        # LAPACK reads column-major: each product runs on the transposed (row-major) view,
+        # 6x faster than letting ormqr copy the operand (1024 x 1024, k = 1)
+        if axis == 0:  # C t = (Q^T t)[k:] = ((t^T Q)^T)[k:]
+            flat = torch.ormqr(a, tau, t.reshape(n, -1).T, left=False, transpose=False).T
+            return flat[k:].contiguous().reshape(n - k, *t.shape[1:])
+        moved = t.movedim(1, -1)  # t C^T = (t Q)[..., k:] = ((Q^T t^T)^T)[..., k:] on axis 1
+        flat = torch.ormqr(a, tau, moved.reshape(-1, n).T, left=True, transpose=True).T
+        out = flat[:, k:].reshape(*moved.shape[:-1], n - k).movedim(-1, 1)
+        return out.contiguous()
+
+
+Map = torch.Tensor | Embedding | Complement
 
 
 def apply_linear(
@@ -111,13 +174,12 @@ def apply_linear(
     ``cols`` (``[n', n]``) on axis 1, the same at every index of ``rest``.
     """
     if second_moment:  # an Embedding is its own square
-        rows = rows * rows if isinstance(rows, torch.Tensor) else rows
-        cols = cols * cols if isinstance(cols, torch.Tensor) else cols
-    if isinstance(rows, Embedding):
+        rows, cols = _squared(rows), _squared(cols)
+    if isinstance(rows, Embedding | Complement):
         t = rows.apply(t, 0)
     elif rows is not None:
         t = rows @ t if t.dim() <= 2 else torch.tensordot(rows, t, dims=([1], [0]))
-    if isinstance(cols, Embedding):
+    if isinstance(cols, Embedding | Complement):
         t = cols.apply(t, 1)
     elif cols is not None:
         if t.dim() <= 2:
@@ -125,6 +187,13 @@ def apply_linear(
         else:
             t = torch.movedim(torch.tensordot(t, cols, dims=([1], [1])), -1, 1)
     return t
+
+
+def _squared(m: Map | None) -> Map | None:
+    """The elementwise square of a map (second moments)."""
+    if isinstance(m, Complement):
+        m = m.matrix()
+    return m * m if isinstance(m, torch.Tensor) else m
 
 
 def check_optimizer(optimizer: object) -> None:

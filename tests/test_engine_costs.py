@@ -171,3 +171,56 @@ def test_workspace_copies_and_writes_only_what_an_operation_touches() -> None:
     s.matrix(1)[0, 0] += 1.0  # an in-place edit through a view is
     s.b[0] = s.b[0] * 2  # and so is a replacement
     assert s.W.changed(1) and s.b.changed(0) and not s.b.changed(1)
+
+
+def _dense_kept_basis(R: torch.Tensor, keep: int) -> torch.Tensor:
+    return R[:, :keep].T
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_few_removals_by_reflections_match_the_dense_removal(
+    monkeypatch: pytest.MonkeyPatch, k: int
+) -> None:
+    """``prune(n <= width / 32)`` keeps the complement by Householder reflections: the function,
+    the receipt and an SGD-momentum step afterwards (exactly rotation-equivariant) must equal
+    those of the dense ``R_keep^T``; at sigma = 0 the removal stays exact."""
+    from isoproof.ops import neurodegeneration
+
+    x = torch.randn(64, N_IN, dtype=F64, generator=torch.Generator().manual_seed(9))
+    y = torch.randint(0, 5, (64,), generator=torch.Generator().manual_seed(10))
+    results = []
+    for dense in (False, True):
+        model = _wide_model(5)
+        with torch.no_grad():  # k dead neurons (sigma = 0, biases and psi non-zero)
+            model.linears[1].weight[:k] = 0.0
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if dense:
+            monkeypatch.setattr(neurodegeneration, "kept_basis", _dense_kept_basis)
+        calls: list[int] = []
+        real = torch.ormqr
+        monkeypatch.setattr(
+            torch, "ormqr", lambda *a, _c=calls, _r=real, **kw: _c.append(1) or _r(*a, **kw)
+        )
+        receipt = ip.prune(model, 1, k + 1, optimizer=opt, probe=x)
+        assert bool(calls) != dense  # the reflections ran exactly when expected
+        monkeypatch.undo()
+        with torch.no_grad():
+            after_prune = model(x)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        with torch.no_grad():
+            results.append((receipt, after_prune, model(x), model.widths))
+    (r1, p1, s1, w1), (r2, p2, s2, w2) = results
+    assert w1 == w2 and w1[2] == WIDE - k - 1
+    assert r1.singular_values == pytest.approx(r2.singular_values, abs=1e-12)
+    assert r1.bound == pytest.approx(r2.bound, rel=1e-12)
+    assert float((p1 - p2).abs().max()) < 1e-12 and float((s1 - s2).abs().max()) < 1e-10
+    assert r1.max_abs_change <= r1.bound + 1e-12
+    dead_only = _wide_model(6)
+    with torch.no_grad():  # k + 1 dead neurons: gathering leaves the psi on one, k go exactly
+        dead_only.linears[1].weight[: k + 1] = 0.0
+    exact = ip.prune(dead_only, 1, k, probe=x)
+    assert exact.max_abs_change <= 1e-12 and exact.bound <= 1e-12  # rounding level
