@@ -90,8 +90,9 @@ def gather_own_psi(
     if dead > 1:
         v = p.clone()
         v[0] += norm if float(p[0]) >= 0 else -norm  # Householder: p -> -+|p| e_1
-        house = torch.eye(dead, dtype=R.dtype, device=R.device) - 2 * torch.outer(v, v) / (v @ v)
-        R = torch.cat([R[:, : width - dead], null @ house], dim=1)
+        # null @ (I - 2 v v^T / v.v) as a rank-1 update (no dead x dead matrix, no product)
+        R = R.clone()
+        R[:, width - dead :] -= torch.outer(null @ v, v * (2 / float(v @ v)))
     return R, 1
 
 
