@@ -13,7 +13,7 @@ rows, biases and psi entries, and the columns ``W*``; then keep what the neurons
 
 Only the span of the weakest directions ``N = R[:, -k:]`` is needed: the removed quantities are
 read as ``N^T W_l``, ``N^T b_l``, ``N^T psi`` and ``W_{l+1} (N b*)``, and the kept neurons are
-the rest in the singular basis (``R[:, :-k]^T``) or, when ``k <= width / 32``, in another
+the rest in the singular basis (``R[:, :-k]^T``) or, when ``k < width / 3``, in another
 orthonormal basis of the same span (:func:`kept_basis`: Householder reflections instead of two
 dense products). This is exact when ``sigma_i = 0`` and ``psi*_i = 0`` (exact: see
 ``proofs/neurodegeneration.py``); otherwise the removed pre-activations differ from ``b*`` by
@@ -192,13 +192,13 @@ def remove_weakest(
 
 def kept_basis(R: torch.Tensor, keep: int) -> torch.Tensor | Complement:
     """The ``[keep, width]`` change of basis that keeps the span of ``R[:, :keep]`` and drops the
-    rest: the dense ``R[:, :keep]^T`` (the kept neurons in the singular basis), or, when at
-    most ``width / 32`` neurons go, the :class:`~isoproof.optim.Complement` of the dropped
-    columns, applied by Householder reflections at a fraction of the cost (the kept neurons in
+    rest: the dense ``R[:, :keep]^T`` (the kept neurons in the singular basis), or, when fewer
+    than a third of the neurons go, the :class:`~isoproof.optim.Complement` of the dropped
+    columns, applied by Householder reflections in fewer operations (the kept neurons in
     another orthonormal basis of the same span: exact either way,
     ``proofs/reparameterisation.py``)."""
     width = R.shape[1]
-    if 32 * (width - keep) <= width:
+    if 3 * (width - keep) < width:
         return Complement.of(R[:, keep:])
     return R[:, :keep].T
 
