@@ -132,3 +132,23 @@ def test_forward_applies_a_pruning_reparametrisation() -> None:
         masked.linears[1].weight.mul_(model.linears[1].weight_mask)
         x = torch.randn(4, 5)
         torch.testing.assert_close(model(x), masked(x))
+
+
+@pytest.mark.parametrize("radial", ["tanh", "softsign", "log1p", "shifted_relu:0.5"])
+@pytest.mark.parametrize("mode", MODES)
+def test_in_place_no_grad_forward_equals_the_graph_forward(radial: str, mode: str) -> None:
+    """Without a graph the norm and the gain are computed in place on fresh tensors: the values
+    must equal the differentiable path's bit for bit, and nothing the caller holds may change."""
+    act = IsotropicActivation(radial, intrinsic_length=mode, init_length=0.3)
+    z = torch.randn(16, 9, generator=torch.Generator().manual_seed(3))
+    kept = z.clone()
+    with torch.no_grad():
+        a0, g0 = act.forward_with_gain(z)
+    a1, g1 = act.forward_with_gain(z.clone().requires_grad_(True))
+    assert torch.equal(a0, a1.detach()) and torch.equal(g0, g1.detach())
+    assert torch.equal(z, kept)
+    from isoproof.radial import Radial
+
+    r = torch.tensor([2.0, 3.0])
+    identity = Radial("tanh", lambda t: t)  # a profile returning its input: no in-place division
+    assert torch.equal(identity.gain(r), torch.ones(2)) and torch.equal(r, torch.tensor([2.0, 3.0]))
