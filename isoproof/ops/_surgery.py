@@ -585,11 +585,17 @@ def output_change(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((after[..., :k].to(F64) - before[..., :k].to(F64)).abs().max())
 
 
+def gram(W: torch.Tensor) -> torch.Tensor:
+    """``W W^T``, the matrix whose ``eigh`` :meth:`Surgery.left_basis` takes (its own function so
+    that cost accounting can count it with the factorisation it belongs to)."""
+    return W @ W.T
+
+
 def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`Surgery.left_basis` for the matrix ``W`` (computed here, never broadcast)."""
     rows = W.shape[0]
     if min(W.shape) >= EIGH_MIN_WIDTH:
-        lam, V = torch.linalg.eigh(W @ W.T)  # ascending
+        lam, V = torch.linalg.eigh(gram(W))  # ascending
         top = float(lam[-1])
         zero = lam <= rows * torch.finfo(F64).eps * top
         if top > 0 and not bool(((~zero) & (lam < EIGH_GAP * top)).any()):
