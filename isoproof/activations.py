@@ -180,12 +180,24 @@ class IsotropicActivation(nn.Module):
         return (n if root is None else n.hypot_(root)).clamp_min_(self.eps)
 
     def _sqrt_o(self) -> torch.Tensor:
-        """``sqrt(o)`` as a 0-d tensor (two cheap ops; a tensor-by-float product costs more; the
-        tensor straight from ``_parameters``/``_buffers``: ``nn.Module.__getattr__`` costs more
-        than either op at batch 1)."""
+        """``sqrt(o)`` as a 0-d tensor. With a graph to build (a trainable ``o`` under autograd)
+        by two ops on the parameter; otherwise reused while ``o`` keeps its value: the value is
+        read (one scalar sync) and compared, never trusted to a version counter, so even a write
+        through ``.data`` is seen. The tensors come straight from ``_parameters``/``_buffers``
+        (``nn.Module.__getattr__`` costs more than either op at batch 1)."""
         if self.intrinsic_length == "trainable":
-            return self._parameters["log_o"].exp().sqrt()  # type: ignore[union-attr]
-        return self._buffers["o_const"].sqrt()  # type: ignore[union-attr]
+            p = self._parameters["log_o"]
+            if p.requires_grad and torch.is_grad_enabled():  # type: ignore[union-attr]
+                return p.exp().sqrt()  # type: ignore[union-attr]
+        else:
+            p = self._buffers["o_const"]
+        key = (float(p), p.dtype, p.device)  # type: ignore[arg-type,union-attr]
+        cached = self.__dict__.get("_root")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                root = p.exp().sqrt() if self.intrinsic_length == "trainable" else p.sqrt()  # type: ignore[union-attr]
+            cached = self.__dict__["_root"] = (key, root)
+        return cached[1]  # type: ignore[no-any-return]
 
     def robust_norm(self, z: torch.Tensor) -> torch.Tensor:
         """The overflow-safe ``N``: computed after scaling by ``m = max|z|``, in float32 at least

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -152,3 +154,27 @@ def test_in_place_no_grad_forward_equals_the_graph_forward(radial: str, mode: st
     r = torch.tensor([2.0, 3.0])
     identity = Radial("tanh", lambda t: t)  # a profile returning its input: no in-place division
     assert torch.equal(identity.gain(r), torch.ones(2)) and torch.equal(r, torch.tensor([2.0, 3.0]))
+
+
+@pytest.mark.parametrize("mode", ["trainable", "constant"])
+def test_reused_sqrt_o_follows_every_change_of_o(mode: str) -> None:
+    """Without a graph ``sqrt(o)`` is reused while ``o`` keeps its value: a new value by set_o,
+    a write through ``.data`` (no version bump) and a dtype change must all be seen."""
+    act = IsotropicActivation("tanh", intrinsic_length=mode, init_length=0.25)
+    z = torch.zeros(2, 3)  # N = sqrt(o) exactly (|z| = 0)
+
+    def norm() -> float:
+        with torch.no_grad():
+            return float(act.norm(z)[0, 0])
+
+    assert norm() == pytest.approx(0.5)
+    act.set_o(0.36)
+    assert norm() == pytest.approx(0.6)
+    stored = act.log_o if mode == "trainable" else act.o_const
+    stored.data.fill_(math.log(0.49) if mode == "trainable" else 0.49)  # version not bumped
+    assert norm() == pytest.approx(0.7)
+    act.double()
+    with torch.no_grad():
+        assert act.norm(z.double()).dtype == torch.float64
+        root = float(act.norm(z.double())[0, 0])
+    assert root == pytest.approx(math.sqrt(float(act.o)), rel=1e-15)  # o in float64 now
