@@ -224,3 +224,34 @@ def test_few_removals_by_reflections_match_the_dense_removal(
         dead_only.linears[1].weight[: k + 1] = 0.0
     exact = ip.prune(dead_only, 1, k, probe=x)
     assert exact.max_abs_change <= 1e-12 and exact.bound <= 1e-12  # rounding level
+
+
+def test_full_diagonalisation_writes_diag_s_and_still_moves_the_moments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``maps[l]`` becomes ``diag(S)`` without the two products ``R^T W Q``; the result, the
+    other maps and the optimiser moments must equal the rotated computation's."""
+    x = torch.randn(32, N_IN, dtype=F64, generator=torch.Generator().manual_seed(11))
+    y = torch.randint(0, 5, (32,), generator=torch.Generator().manual_seed(12))
+    real_change, real_set = Surgery.change_basis, Surgery.set_diagonal
+    runs = []
+    for rotated in (False, True):
+        model = _wide_model(7)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if rotated:  # the former path: rotate W_l like every other tensor, keep its diagonal
+            monkeypatch.setattr(
+                Surgery, "change_basis", lambda s, sp, A, unset=None: real_change(s, sp, A)
+            )
+            monkeypatch.setattr(Surgery, "set_diagonal", lambda s, i, values=None: real_set(s, i))
+        receipt = ip.full_diagonalise(model, 1, optimizer=opt, probe=x)
+        monkeypatch.undo()
+        d = model.linears[1].diagonal
+        runs.append((receipt, model, opt.state[d]["momentum_buffer"].clone(), d.detach().clone()))
+    (r1, m1, mom1, d1), (r2, m2, mom2, d2) = runs
+    assert r1.max_abs_change <= 1e-12 and r2.max_abs_change <= 1e-12
+    assert float((d1 - d2).abs().max()) <= 1e-12 * float(d2.abs().max())
+    assert torch.allclose(mom1, mom2, rtol=0, atol=1e-14)
+    for a, b in zip(m1.linears, m2.linears, strict=True):
+        assert torch.allclose(a.bias, b.bias, atol=1e-12)

@@ -31,6 +31,7 @@ operation.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
@@ -265,26 +266,35 @@ class Surgery:
         return R, S, None
 
     # ----------------------------------------------------------------- editing
-    def change_basis(self, space: int, A: torch.Tensor | Embedding) -> None:
-        """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc."""
+    def change_basis(
+        self, space: int, A: torch.Tensor | Embedding, *, unset: int | None = None
+    ) -> None:
+        """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc.
+
+        ``unset``: a map whose weights the caller sets itself afterwards (a full diagonalisation
+        writes ``diag(S)``): its optimiser moments follow ``A``, its weights are not multiplied.
+        """
         L = self.num_layers
         if isinstance(A, torch.Tensor):
             A = A.to(dtype=F64, device=self.device)
         if space >= 0:
-            self._map(("W", space), A, None)
+            self._map(("W", space), A, None, values=space != unset)
             self._map(("b", space), A, None)
             if space >= 1:
                 self._map(("psi", space - 1), A, None)
             self.diagonal[space] = False
         if space < L - 1:
-            self._map(("W", space + 1), None, A)
+            self._map(("W", space + 1), None, A, values=space + 1 != unset)
             self.diagonal[space + 1] = False
 
-    def _map(self, slot: tuple[str, int], rows: Map | None, cols: Map | None) -> None:
+    def _map(
+        self, slot: tuple[str, int], rows: Map | None, cols: Map | None, *, values: bool = True
+    ) -> None:
         if slot[0] == "W":
             self._version[slot[1]] += 1
-        store = {"W": self.W, "b": self.b, "psi": self.psi}[slot[0]]
-        store[slot[1]] = apply_linear(store[slot[1]], rows, cols)
+        if values:
+            store = {"W": self.W, "b": self.b, "psi": self.psi}[slot[0]]
+            store[slot[1]] = apply_linear(store[slot[1]], rows, cols)
         for name, v in self.moments.get(slot, {}).items():
             second = name not in FIRST_MOMENTS
             self.moments[slot][name] = apply_linear(v, rows, cols, second_moment=second)
@@ -293,11 +303,16 @@ class Surgery:
         """Record that ``W_i`` was edited in place (invalidates its cached factorisations)."""
         self._version[i] += 1
 
-    def set_diagonal(self, i: int) -> None:
+    def set_diagonal(self, i: int, values: torch.Tensor | None = None) -> None:
         """Mark ``maps[i]`` to be stored as a :class:`DiagonalLinear` / :class:`DiagonalConv`
-        (off-diagonals dropped; only for a matrix or a 1x1 kernel)."""
-        d = torch.diagonal(self.matrix(i)).clone()
-        self.W[i] = _embed_diagonal(d, self.W[i].shape)
+        (off-diagonals dropped; only for a matrix or a 1x1 kernel), with diagonal ``values``
+        (the first ``min(out, in)`` are used) or, by default, its current diagonal."""
+        shape = self.W.shape(i)
+        if values is None:
+            d = torch.diagonal(self.matrix(i)).clone()
+        else:
+            d = values[: min(shape[0], math.prod(shape[1:]))].to(dtype=F64, device=self.device)
+        self.W[i] = _embed_diagonal(d, shape)
         self.touch(i)
         self.diagonal[i] = True
 
