@@ -255,3 +255,25 @@ def test_full_diagonalisation_writes_diag_s_and_still_moves_the_moments(
     assert torch.allclose(mom1, mom2, rtol=0, atol=1e-14)
     for a, b in zip(m1.linears, m2.linears, strict=True):
         assert torch.allclose(a.bias, b.bias, atol=1e-12)
+
+
+def test_downstream_bounds_are_reused_until_a_map_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isoproof.ops import _bounds
+
+    model = _wide_model(8)  # three maps: C_0 reads maps 1 and 2
+    s = Surgery(model)
+    calls: list[int] = []
+    real = _bounds.operator_norm
+    monkeypatch.setattr(
+        _bounds, "operator_norm", lambda t, conv: calls.append(t.shape[1]) or real(t, conv)
+    )
+    first = _bounds.downstream_lipschitz(s, model, 0)
+    assert _bounds.downstream_lipschitz(s, model, 0) == first and len(calls) == 2
+    s.change_basis(-1, ip.testing.random_orthogonal(N_IN))  # the input: map 0 only
+    assert _bounds.downstream_lipschitz(s, model, 0) == first and len(calls) == 2
+    s.change_basis(1, ip.testing.random_orthogonal(WIDE))  # maps 1 (rows) and 2 (columns)
+    _bounds.downstream_lipschitz(s, model, 0)
+    assert len(calls) == 4
+    with exact_bounds():
+        _bounds.downstream_lipschitz(s, model, 0)
+    assert len(calls) == 6  # the exact norms are cached apart from the cheap ones

@@ -35,6 +35,7 @@ import math
 import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -82,6 +83,7 @@ EIGH_GAP = 1e-4
 the SVD (keeps removals at ``sigma = 0`` exact to rounding)."""
 
 Tensors = tuple[torch.Tensor, ...]
+T = TypeVar("T")
 AGREE: ContextVar[Callable[[Callable[[], Tensors]], Tensors] | None] = ContextVar(
     "isoproof_agree", default=None
 )
@@ -201,7 +203,7 @@ class Surgery:
         self.diagonal = [isinstance(mp, DiagonalLinear | DiagonalConv) for mp in maps]
         self._diagonal_before = list(self.diagonal)
         self._version = [0] * len(maps)  # bumped when W_i changes (invalidates caches)
-        self._svals: dict[int, tuple[int, torch.Tensor]] = {}
+        self._memo: dict[Hashable, tuple[int, Any]] = {}
         self._params = self._slot_params()
         _check_untied(self._params)
         moments = read_moments(optimizer, self._params)
@@ -239,16 +241,25 @@ class Surgery:
         R, S, Vh = agreed(lambda: torch.linalg.svd(W, full_matrices=True))
         return R, pad_to_rows(S, W.shape[0]), Vh
 
+    def memo(self, key: Hashable, i: int, compute: Callable[[], T]) -> T:
+        """``compute()``, cached under ``key`` until ``W_i`` changes (any change of basis or
+        :meth:`touch` of it): for what an operation reads about a map several times."""
+        cached = self._memo.get(key)
+        if cached is None or cached[0] != self._version[i]:
+            cached = (self._version[i], compute())
+            self._memo[key] = cached
+        return cached[1]  # type: ignore[no-any-return]
+
     def singular_values(self, i: int) -> torch.Tensor:
         """``svdvals`` of ``W_i``, zero-padded to one per row, cached until ``W_i`` changes: the
         cheap factorisation for decisions (how many sigma are <= a threshold)."""
-        cached = self._svals.get(i)
-        if cached is None or cached[0] != self._version[i]:
+
+        def compute() -> torch.Tensor:
             W = self.matrix(i)
             (values,) = agreed(lambda: (torch.linalg.svdvals(W),))
-            cached = (self._version[i], pad_to_rows(values, W.shape[0]))
-            self._svals[i] = cached
-        return cached[1]
+            return pad_to_rows(values, W.shape[0])
+
+        return self.memo(("svdvals", i), i, compute)
 
     def left_basis(self, i: int) -> tuple[torch.Tensor, torch.Tensor, None]:
         """``(R, S, None)``: an orthogonal ``R`` (``[out, out]``) whose columns are the left
