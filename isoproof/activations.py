@@ -160,22 +160,44 @@ class IsotropicActivation(nn.Module):
     def _fast_norm(self, z: torch.Tensor) -> torch.Tensor | None:
         """``N`` by ``vector_norm`` + ``hypot`` (one sync), or ``None`` where it would not be exact
         to rounding (``|z|`` overflows the accumulator, or ``N >= HUGE_NORM``)."""
-        if z.dtype in (torch.float32, torch.float64):
+        dtype = z.dtype
+        if dtype is torch.float32 or dtype is torch.float64:
             n = torch.linalg.vector_norm(z, dim=self.dim, keepdim=True)
         else:  # half precisions accumulate in float32
             n = torch.linalg.vector_norm(z, dim=self.dim, keepdim=True, dtype=torch.float32)
-        if n.numel() and not float(n.detach().amax()) < HUGE_NORM:
-            return None
-        if self.intrinsic_length != "none":
-            root = self._sqrt_o()
-            n = torch.hypot(n, root if root.dtype == n.dtype else root.to(n.dtype))
-        return torch.clamp_min(n, self.eps)
+        size = n.numel()
+        if size:  # one element (batch 1): the sync needs no reduction
+            top = n if size == 1 else (n.detach() if n.requires_grad else n).amax()
+            if not float(top) < HUGE_NORM:
+                return None
+        root = None if self.intrinsic_length == "none" else self._sqrt_o()
+        if root is not None and root.dtype != n.dtype:
+            root = root.to(n.dtype)
+        if n.requires_grad or (root is not None and root.requires_grad):
+            n = n if root is None else torch.hypot(n, root)
+            return torch.clamp_min(n, self.eps)
+        # no graph to keep: in place on the fresh norm (two allocations less at batch 1)
+        return (n if root is None else n.hypot_(root)).clamp_min_(self.eps)
 
     def _sqrt_o(self) -> torch.Tensor:
-        """``sqrt(o)`` as a 0-d tensor (two cheap ops; a tensor-by-float product costs more)."""
+        """``sqrt(o)`` as a 0-d tensor. With a graph to build (a trainable ``o`` under autograd)
+        by two ops on the parameter; otherwise reused while ``o`` keeps its value: the value is
+        read (one scalar sync) and compared, never trusted to a version counter, so even a write
+        through ``.data`` is seen. The tensors come straight from ``_parameters``/``_buffers``
+        (``nn.Module.__getattr__`` costs more than either op at batch 1)."""
         if self.intrinsic_length == "trainable":
-            return self.log_o.exp().sqrt()
-        return self.o_const.sqrt()
+            p = self._parameters["log_o"]
+            if p.requires_grad and torch.is_grad_enabled():  # type: ignore[union-attr]
+                return p.exp().sqrt()  # type: ignore[union-attr]
+        else:
+            p = self._buffers["o_const"]
+        key = (float(p), p.dtype, p.device)  # type: ignore[arg-type,union-attr]
+        cached = self.__dict__.get("_root")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                root = p.exp().sqrt() if self.intrinsic_length == "trainable" else p.sqrt()  # type: ignore[union-attr]
+            cached = self.__dict__["_root"] = (key, root)
+        return cached[1]  # type: ignore[no-any-return]
 
     def robust_norm(self, z: torch.Tensor) -> torch.Tensor:
         """The overflow-safe ``N``: computed after scaling by ``m = max|z|``, in float32 at least

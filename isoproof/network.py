@@ -185,11 +185,16 @@ class IsotropicNet(nn.Module):
         return count_parameters(self, hidden_only=hidden_only)
 
     def penalty(self) -> torch.Tensor:
-        """``psi_decay * sum_l |psi_l|^2`` in ``"decay"`` mode, else 0 (add it to the loss)."""
-        zero = self.maps[0].bias.new_zeros(())
-        if self.psi_mode != "decay" or len(self.psi) == 0:
-            return zero  # type: ignore[no-any-return]
-        return self.psi_decay * sum((p * p).sum() for p in self.psi)  # type: ignore[attr-defined,return-value]
+        """``psi_decay * sum_l |psi_l|^2`` in ``"decay"`` mode, else 0 (add it to the loss).
+
+        One ``dot`` of the concatenated vectors (3 differentiable ops, not 3 per layer: this is
+        part of every training step)."""
+        terms = self.psi.terms() if self.psi_mode == "decay" else []
+        if not terms:
+            return self.maps[0].bias.new_zeros(())  # type: ignore[no-any-return]
+        flat = [t if t.dim() == 1 else t.reshape(-1) for t in terms]
+        joined = flat[0] if len(flat) == 1 else torch.cat(flat)  # type: ignore[arg-type]
+        return self.psi_decay * torch.dot(joined, joined)  # type: ignore[attr-defined,no-any-return]
 
 
 def count_parameters(model: nn.Module, *, hidden_only: bool = False) -> int:

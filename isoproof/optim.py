@@ -40,12 +40,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._validate import all_finite
 from .exceptions import CheckpointError, IsoproofError, NonFiniteError, UnsupportedOptimizerError
 
 __all__ = [
     "FIRST_MOMENTS",
     "SECOND_MOMENTS",
     "SUPPORTED_OPTIMIZERS",
+    "Complement",
     "Embedding",
     "apply_linear",
     "check_named_state",
@@ -104,7 +106,71 @@ class Embedding:
         return torch.cat([t, t.new_zeros(pad)], dim=axis)
 
 
-Map = torch.Tensor | Embedding
+@dataclass(frozen=True)
+class Complement:
+    """The ``[n - k, n]`` change of basis onto the orthogonal complement of ``k`` orthonormal
+    columns ``N`` (``[n, k]``): ``C = Q[:, k:]^T`` with ``Q = H_1 ... H_k`` the Householder
+    reflections of the QR factorisation of ``N`` (``Q[:, :k]`` spans ``N``), held in compact-WY
+    form ``Q = I - V M^{-1} V^T`` (``V`` the unit lower-trapezoidal reflectors, ``M`` upper
+    triangular: the strict upper part of ``V^T V`` plus ``diag(1 / tau)``). Applying it is two
+    products with ``V`` and a triangular solve, about ``4 k n m`` operations on a map with ``m``
+    entries on the other axis against ``2 (n - k) n m`` for the dense ``[n - k, n]`` product:
+    fewer whenever ``k < n / 3`` (``k = 1`` of 1024: 500x). Second moments take the dense
+    matrix (``C∘C`` has no reflection form).
+
+    Example::
+
+        >>> N = torch.linalg.qr(torch.randn(5, 2, dtype=torch.float64))[0]
+        >>> c = Complement.of(N)
+        >>> C = c.matrix()
+        >>> bool((C @ N).abs().max() < 1e-14), bool((C @ C.T - torch.eye(3)).abs().max() < 1e-14)
+        (True, True)
+        >>> t = torch.randn(5, 4, dtype=torch.float64)
+        >>> torch.allclose(apply_linear(t, c), C @ t)
+        True
+    """
+
+    V: torch.Tensor
+    M: torch.Tensor
+
+    @classmethod
+    def of(cls, N: torch.Tensor) -> Complement:
+        """The complement of the columns of ``N`` (orthonormal, ``[n, k]``, ``k < n``)."""
+        a, tau = torch.geqrf(N)
+        k = tau.numel()
+        V = torch.tril(a, -1) + torch.eye(*a.shape, dtype=a.dtype, device=a.device)
+        return cls(V, torch.triu(V.T @ V, 1) + torch.diag(1 / tau[:k]))
+
+    @property
+    def n_old(self) -> int:
+        return int(self.V.shape[0])
+
+    @property
+    def n_new(self) -> int:
+        return int(self.V.shape[0] - self.V.shape[1])
+
+    def matrix(self, dtype: torch.dtype = torch.float64, device: object = None) -> torch.Tensor:
+        """The dense ``[n - k, n]`` matrix (second moments, reading and tests)."""
+        eye = torch.eye(self.n_old, dtype=self.V.dtype, device=self.V.device)
+        return self.apply(eye, 0).to(dtype=dtype, device=device)  # type: ignore[arg-type]
+
+    def apply(self, t: torch.Tensor, axis: int) -> torch.Tensor:
+        """``C`` applied to axis ``axis`` (0 or 1) of ``t``, which has ``n`` entries there."""
+        V, M, n, k = self.V, self.M, self.n_old, self.n_old - self.n_new
+        if t.shape[axis] != n:
+            raise ValueError(f"expected {n} entries on axis {axis}, got {t.shape[axis]}")
+        if axis == 0:  # C t = (Q^T t)[k:] = t[k:] - V[k:] M^{-T} (V^T t)
+            flat = t.reshape(n, -1)
+            y = torch.linalg.solve_triangular(M.T, V.T @ flat, upper=False)
+            return (flat[k:] - V[k:] @ y).reshape(n - k, *t.shape[1:])
+        moved = t.movedim(1, -1)  # t C^T = (t Q)[..., k:] = t[..., k:] - (t V) M^{-1} V[k:]^T
+        flat = moved.reshape(-1, n)
+        x = torch.linalg.solve_triangular(M, flat @ V, upper=True, left=False)
+        out = (flat[:, k:] - x @ V[k:].T).reshape(*moved.shape[:-1], n - k)
+        return out.movedim(-1, 1).contiguous()
+
+
+Map = torch.Tensor | Embedding | Complement
 
 
 def apply_linear(
@@ -121,13 +187,12 @@ def apply_linear(
     ``cols`` (``[n', n]``) on axis 1, the same at every index of ``rest``.
     """
     if second_moment:  # an Embedding is its own square
-        rows = rows * rows if isinstance(rows, torch.Tensor) else rows
-        cols = cols * cols if isinstance(cols, torch.Tensor) else cols
-    if isinstance(rows, Embedding):
+        rows, cols = _squared(rows), _squared(cols)
+    if isinstance(rows, Embedding | Complement):
         t = rows.apply(t, 0)
     elif rows is not None:
         t = rows @ t if t.dim() <= 2 else torch.tensordot(rows, t, dims=([1], [0]))
-    if isinstance(cols, Embedding):
+    if isinstance(cols, Embedding | Complement):
         t = cols.apply(t, 1)
     elif cols is not None:
         if t.dim() <= 2:
@@ -135,6 +200,13 @@ def apply_linear(
         else:
             t = torch.movedim(torch.tensordot(t, cols, dims=([1], [1])), -1, 1)
     return t
+
+
+def _squared(m: Map | None) -> Map | None:
+    """The elementwise square of a map (second moments)."""
+    if isinstance(m, Complement):
+        m = m.matrix()
+    return m * m if isinstance(m, torch.Tensor) else m
 
 
 def check_optimizer(optimizer: object) -> None:
@@ -179,7 +251,7 @@ def read_moments(
             if name in FIRST_MOMENTS + SECOND_MOMENTS and isinstance(v, torch.Tensor)
         }
         for name, v in moments.items():
-            if not bool(torch.isfinite(v).all()):
+            if not all_finite(v):
                 raise NonFiniteError(f"expected finite optimizer moments, got NaN/Inf in {name!r}")
         if moments:
             out[key] = moments

@@ -45,6 +45,7 @@ class PsiVectors(nn.Module):
             raise IsoproofError(f"expected psi in {PSI_MODES}, got {mode!r}")
         self.mode: PsiMode = mode
         self._count = len(sizes)
+        self._names = [str(i) for i in range(self._count)]
         for i, n in enumerate(sizes):
             self.set(i, torch.zeros(n, dtype=dtype, device=device))
 
@@ -74,10 +75,13 @@ class PsiVectors(nn.Module):
         name = str(i % self._count)
         return self._parameters[name] if self.trainable else self._buffers[name]  # type: ignore[return-value]
 
-    def vectors(self) -> list[torch.Tensor]:
-        """``[psi[0], psi[1], ...]`` in one call (the forward's hot path)."""
-        store = self._parameters if self.trainable else self._buffers
-        return [store[str(i)] for i in range(self._count)]  # type: ignore[misc]
+    def terms(self) -> list[torch.Tensor | None]:
+        """What the forward adds, in one call (its hot path): ``[psi[0], psi[1], ...]``, or
+        ``None`` per layer in mode ``"none"`` (the forward ignores those vectors)."""
+        if self.mode == "none":
+            return [None] * self._count
+        store = self._parameters if self.mode in ("decay", "trainable") else self._buffers
+        return [store[name] for name in self._names]
 
     def __len__(self) -> int:
         return self._count

@@ -52,7 +52,10 @@ __all__ = ["RADIALS", "Radial", "get_radial"]
 
 @dataclass(frozen=True)
 class Radial:
-    """A named radial profile ``s(r)`` with its gain ``g(r) = s(r)/r``."""
+    """A named radial profile ``s(r)`` with its gain ``g(r) = s(r)/r``.
+
+    ``profile`` returns a new tensor (never a view of its input): :meth:`gain` divides it in
+    place when no gradient is needed."""
 
     name: str
     profile: Callable[[torch.Tensor], torch.Tensor] = field(repr=False, compare=False)
@@ -64,7 +67,11 @@ class Radial:
 
     def gain(self, r: torch.Tensor) -> torch.Tensor:
         """``g(r) = s(r) / r`` for ``r > 0`` (callers clamp ``r >= eps``)."""
-        return self.profile(r) / r
+        s = self.profile(r)  # a fresh tensor (the shipped profiles): divided in place when no
+        # graph needs it and it is not r itself
+        if s.requires_grad or s is r:
+            return s / r
+        return s.div_(r)
 
     def scaled_gain(self, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``m * g(N)`` for ``N = m * t`` without forming ``N`` (which may exceed float64's

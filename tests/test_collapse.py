@@ -100,7 +100,8 @@ def test_float32_is_no_worse_than_the_dense_float32_forward():
     assert collapsed32.dtype == torch.float32
     report = {}
     with torch.no_grad():
-        for name, x in adversarial_inputs(model.linears[0], 16).items():
+        g = torch.Generator().manual_seed(0)  # deterministic: the margin is data-dependent
+        for name, x in adversarial_inputs(model.linears[0], 16, generator=g).items():
             truth = model(x)
             scale = max(1.0, float(truth.abs().max()))
             d = float((dense32(x.float()).double() - truth).abs().max()) / scale

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -134,3 +136,144 @@ def test_embedding_equals_its_matrix(n_old: int, n_new: int) -> None:
     u = torch.randn(3, n_old, dtype=F64)
     assert torch.equal(apply_linear(u, None, e), u @ e.matrix().T)
     assert torch.equal(apply_linear(t, e, second_moment=True), apply_linear(t, e))
+
+
+def test_all_finite_is_exact_where_the_sum_is_not() -> None:
+    from isoproof._validate import all_finite
+
+    big = torch.full((1000,), 3e38)  # finite entries whose float32 sum overflows
+    assert all_finite(big) and all_finite(torch.zeros(0))
+    for bad in (math.nan, math.inf, -math.inf):
+        t = torch.randn(300, 200, dtype=F64)
+        t[123, 45] = bad
+        assert not all_finite(t) and not all_finite(t.float())
+    both = torch.tensor([math.inf, -math.inf])  # sums to NaN: still refused
+    assert not all_finite(both)
+    model = _wide_model(3)
+    with torch.no_grad():
+        model.linears[2].weight[1, 2] = math.nan  # a map the operation never rotates
+    with pytest.raises(ip.NonFiniteError, match="layer 2 weight"):
+        ip.prune(model, 0, 1)
+
+
+def test_workspace_copies_and_writes_only_what_an_operation_touches() -> None:
+    model = ip.IsotropicMLP([6, 8, 7, 7, 3], dtype=F64)
+    before = [(lin.weight._version, lin.bias._version) for lin in model.linears]
+    x = torch.randn(16, 6, dtype=F64)
+    receipt = ip.prune(model, 2, 1, probe=x)
+    after = [(lin.weight._version, lin.bias._version) for lin in model.linears]
+    assert after[:2] == before[:2]  # maps 0 and 1: never rotated, never rewritten
+    assert model.widths == [6, 8, 7, 6, 3] and receipt.max_abs_change <= receipt.bound
+    s = Surgery(model)
+    assert s.widths == model.widths and not any(s.W.changed(i) for i in range(4))
+    _ = s.W[1] + 0  # a read is not a change
+    assert not s.W.changed(1)
+    s.matrix(1)[0, 0] += 1.0  # an in-place edit through a view is
+    s.b[0] = s.b[0] * 2  # and so is a replacement
+    assert s.W.changed(1) and s.b.changed(0) and not s.b.changed(1)
+
+
+def _dense_kept_basis(R: torch.Tensor, keep: int) -> torch.Tensor:
+    return R[:, :keep].T
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_few_removals_by_reflections_match_the_dense_removal(
+    monkeypatch: pytest.MonkeyPatch, k: int
+) -> None:
+    """``prune(n < width / 3)`` keeps the complement by Householder reflections: the function,
+    the receipt and an SGD-momentum step afterwards (exactly rotation-equivariant) must equal
+    those of the dense ``R_keep^T``; at sigma = 0 the removal stays exact."""
+    from isoproof.ops import neurodegeneration
+
+    x = torch.randn(64, N_IN, dtype=F64, generator=torch.Generator().manual_seed(9))
+    y = torch.randint(0, 5, (64,), generator=torch.Generator().manual_seed(10))
+    results = []
+    for dense in (False, True):
+        model = _wide_model(5)
+        with torch.no_grad():  # k dead neurons (sigma = 0, biases and psi non-zero)
+            model.linears[1].weight[:k] = 0.0
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if dense:
+            monkeypatch.setattr(neurodegeneration, "kept_basis", _dense_kept_basis)
+        calls: list[int] = []
+        real = neurodegeneration.Complement.of
+        monkeypatch.setattr(
+            neurodegeneration.Complement, "of", lambda N, _c=calls, _r=real: _c.append(1) or _r(N)
+        )
+        receipt = ip.prune(model, 1, k + 1, optimizer=opt, probe=x)
+        assert bool(calls) != dense  # the reflections ran exactly when expected
+        monkeypatch.undo()
+        with torch.no_grad():
+            after_prune = model(x)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        with torch.no_grad():
+            results.append((receipt, after_prune, model(x), model.widths))
+    (r1, p1, s1, w1), (r2, p2, s2, w2) = results
+    assert w1 == w2 and w1[2] == WIDE - k - 1
+    assert r1.singular_values == pytest.approx(r2.singular_values, abs=1e-12)
+    assert r1.bound == pytest.approx(r2.bound, rel=1e-12)
+    assert float((p1 - p2).abs().max()) < 1e-12 and float((s1 - s2).abs().max()) < 1e-10
+    assert r1.max_abs_change <= r1.bound + 1e-12
+    dead_only = _wide_model(6)
+    with torch.no_grad():  # k + 1 dead neurons: gathering leaves the psi on one, k go exactly
+        dead_only.linears[1].weight[: k + 1] = 0.0
+    exact = ip.prune(dead_only, 1, k, probe=x)
+    assert exact.max_abs_change <= 1e-12 and exact.bound <= 1e-12  # rounding level
+
+
+def test_full_diagonalisation_writes_diag_s_and_still_moves_the_moments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``maps[l]`` becomes ``diag(S)`` without the two products ``R^T W Q``; the result, the
+    other maps and the optimiser moments must equal the rotated computation's."""
+    x = torch.randn(32, N_IN, dtype=F64, generator=torch.Generator().manual_seed(11))
+    y = torch.randint(0, 5, (32,), generator=torch.Generator().manual_seed(12))
+    real_change, real_set = Surgery.change_basis, Surgery.set_diagonal
+    runs = []
+    for rotated in (False, True):
+        model = _wide_model(7)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if rotated:  # the former path: rotate W_l like every other tensor, keep its diagonal
+            monkeypatch.setattr(
+                Surgery, "change_basis", lambda s, sp, A, unset=None: real_change(s, sp, A)
+            )
+            monkeypatch.setattr(Surgery, "set_diagonal", lambda s, i, values=None: real_set(s, i))
+        receipt = ip.full_diagonalise(model, 1, optimizer=opt, probe=x)
+        monkeypatch.undo()
+        d = model.linears[1].diagonal
+        runs.append((receipt, model, opt.state[d]["momentum_buffer"].clone(), d.detach().clone()))
+    (r1, m1, mom1, d1), (r2, m2, mom2, d2) = runs
+    assert r1.max_abs_change <= 1e-12 and r2.max_abs_change <= 1e-12
+    assert float((d1 - d2).abs().max()) <= 1e-12 * float(d2.abs().max())
+    assert torch.allclose(mom1, mom2, rtol=0, atol=1e-14)
+    for a, b in zip(m1.linears, m2.linears, strict=True):
+        assert torch.allclose(a.bias, b.bias, atol=1e-12)
+
+
+def test_downstream_bounds_are_reused_until_a_map_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isoproof.ops import _bounds
+
+    model = _wide_model(8)  # three maps: C_0 reads maps 1 and 2
+    s = Surgery(model)
+    calls: list[int] = []
+    real = _bounds.operator_norm
+    monkeypatch.setattr(
+        _bounds, "operator_norm", lambda t, conv: calls.append(t.shape[1]) or real(t, conv)
+    )
+    first = _bounds.downstream_lipschitz(s, model, 0)
+    assert _bounds.downstream_lipschitz(s, model, 0) == first and len(calls) == 2
+    s.change_basis(-1, ip.testing.random_orthogonal(N_IN))  # the input: map 0 only
+    assert _bounds.downstream_lipschitz(s, model, 0) == first and len(calls) == 2
+    s.change_basis(1, ip.testing.random_orthogonal(WIDE))  # maps 1 (rows) and 2 (columns)
+    _bounds.downstream_lipschitz(s, model, 0)
+    assert len(calls) == 4
+    with exact_bounds():
+        _bounds.downstream_lipschitz(s, model, 0)
+    assert len(calls) == 6  # the exact norms are cached apart from the cheap ones

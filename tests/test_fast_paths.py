@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -85,3 +87,94 @@ def test_export_drops_exactly_zero_psi_and_o(tmp_path) -> None:
     with torch.no_grad():
         assert torch.allclose(plain, busy(x), atol=default_atol(torch.float32))
     assert busy._export_psi is None and not busy.activations[0].plain  # restored on exit
+
+
+def test_forward_skips_module_dispatch_but_honours_hooks() -> None:
+    """The MLP forward calls ``F.linear`` directly on plain ``nn.Linear`` maps; a hook on a map,
+    a global hook or a pre-hook that changes the input must still act on every call."""
+    torch.manual_seed(0)
+    model = ip.IsotropicMLP([5, 7, 7, 3])
+    with torch.no_grad():
+        for p in model.psi:
+            p.normal_()
+    x = torch.randn(4, 5)
+    with torch.no_grad():
+        reference = model(x)
+        _, (a1, g1) = model.hidden_states(x)
+        last = model.linears[2]
+        want = torch.addcmul((2 * a1) @ last.weight.T + last.bias, model.psi[1], g1)
+    seen: list[str] = []
+    handles = [
+        model.linears[1].register_forward_hook(lambda m, i, o: seen.append("map")),
+        last.register_forward_pre_hook(lambda m, i: (2 * i[0],)),
+        torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append("any")),
+    ]
+    try:
+        with torch.no_grad():
+            doubled = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen.count("map") == 1 and seen.count("any") == 3 + 1  # three maps and the model
+    torch.testing.assert_close(doubled, want)
+    assert not torch.allclose(doubled, reference)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference)  # hooks removed: the direct path, same values
+
+
+def test_forward_applies_a_pruning_reparametrisation() -> None:
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = ip.IsotropicMLP([5, 7, 7, 3])
+    masked = ip.IsotropicMLP([5, 7, 7, 3])
+    masked.load_state_dict(model.state_dict())
+    prune.l1_unstructured(model.linears[1], "weight", amount=0.5)  # weight_orig + a pre-hook
+    with torch.no_grad():
+        masked.linears[1].weight.mul_(model.linears[1].weight_mask)
+        x = torch.randn(4, 5)
+        torch.testing.assert_close(model(x), masked(x))
+
+
+@pytest.mark.parametrize("radial", ["tanh", "softsign", "log1p", "shifted_relu:0.5"])
+@pytest.mark.parametrize("mode", MODES)
+def test_in_place_no_grad_forward_equals_the_graph_forward(radial: str, mode: str) -> None:
+    """Without a graph the norm and the gain are computed in place on fresh tensors: the values
+    must equal the differentiable path's bit for bit, and nothing the caller holds may change."""
+    act = IsotropicActivation(radial, intrinsic_length=mode, init_length=0.3)
+    z = torch.randn(16, 9, generator=torch.Generator().manual_seed(3))
+    kept = z.clone()
+    with torch.no_grad():
+        a0, g0 = act.forward_with_gain(z)
+    a1, g1 = act.forward_with_gain(z.clone().requires_grad_(True))
+    assert torch.equal(a0, a1.detach()) and torch.equal(g0, g1.detach())
+    assert torch.equal(z, kept)
+    from isoproof.radial import Radial
+
+    r = torch.tensor([2.0, 3.0])
+    identity = Radial("tanh", lambda t: t)  # a profile returning its input: no in-place division
+    assert torch.equal(identity.gain(r), torch.ones(2)) and torch.equal(r, torch.tensor([2.0, 3.0]))
+
+
+@pytest.mark.parametrize("mode", ["trainable", "constant"])
+def test_reused_sqrt_o_follows_every_change_of_o(mode: str) -> None:
+    """Without a graph ``sqrt(o)`` is reused while ``o`` keeps its value: a new value by set_o,
+    a write through ``.data`` (no version bump) and a dtype change must all be seen."""
+    act = IsotropicActivation("tanh", intrinsic_length=mode, init_length=0.25)
+    z = torch.zeros(2, 3)  # N = sqrt(o) exactly (|z| = 0)
+
+    def norm() -> float:
+        with torch.no_grad():
+            return float(act.norm(z)[0, 0])
+
+    assert norm() == pytest.approx(0.5)
+    act.set_o(0.36)
+    assert norm() == pytest.approx(0.6)
+    stored = act.log_o if mode == "trainable" else act.o_const
+    stored.data.fill_(math.log(0.49) if mode == "trainable" else 0.49)  # version not bumped
+    assert norm() == pytest.approx(0.7)
+    act.double()
+    with torch.no_grad():
+        assert act.norm(z.double()).dtype == torch.float64
+        root = float(act.norm(z.double())[0, 0])
+    assert root == pytest.approx(math.sqrt(float(act.o)), rel=1e-15)  # o in float64 now

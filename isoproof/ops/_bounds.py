@@ -113,7 +113,11 @@ def downstream_lipschitz(s: Surgery, model: IsotropicNet, h: int) -> float:
     c = 1.0
     for j in range(h, s.num_layers - 1):
         conv = j + 1 < model.num_conv
-        w = operator_norm(s.W[j + 1], conv)
+        w = s.memo(  # maps a sweep leaves unchanged are not bounded twice
+            ("operator_norm", j + 1, conv, _EXACT.get()),
+            j + 1,
+            lambda j=j, conv=conv: operator_norm(s.W[j + 1], conv),
+        )
         if model.psi_mode == "none":
             p = 0.0
         elif s.psi[j].dim() <= 1:

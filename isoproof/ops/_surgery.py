@@ -31,15 +31,17 @@ operation.
 
 from __future__ import annotations
 
+import math
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._validate import check_int
+from .._validate import all_finite, check_int
 from ..diagonal import DiagonalConv, DiagonalLinear
 from ..exceptions import (
     IsoproofError,
@@ -81,6 +83,7 @@ EIGH_GAP = 1e-4
 the SVD (keeps removals at ``sigma = 0`` exact to rounding)."""
 
 Tensors = tuple[torch.Tensor, ...]
+T = TypeVar("T")
 AGREE: ContextVar[Callable[[Callable[[], Tensors]], Tensors] | None] = ContextVar(
     "isoproof_agree", default=None
 )
@@ -185,30 +188,31 @@ class Surgery:
         m = self.model
         maps = m.maps
         shapes = [m.map_shape(i) for i in range(len(maps))]
+        self.device = m.device
+        _check_model_finite(m)
+        # float64 copies made on first access: an operation converts, checks and writes back
+        # only the maps it touches (a prune of one layer reads 2-3 of them)
+        self.W = Workspace([lambda i=i: maps[i].weight for i in range(len(maps))], shapes)
+        self.b = Workspace([lambda i=i: maps[i].bias for i in range(len(maps))])
+        self.psi = Workspace(
+            [lambda i=i: m.psi[i] for i in range(len(m.psi))],
+            [_psi_shape(shape) for shape in shapes[1:]],
+        )
         with torch.no_grad():
-            self.W = [
-                mp.weight.detach().to(F64).clone().reshape(shape)
-                for mp, shape in zip(maps, shapes, strict=True)
-            ]
-            self.b = [mp.bias.detach().to(F64).clone() for mp in maps]
-            self.psi = [
-                p.detach().to(F64).clone().reshape(_psi_shape(shape))
-                for p, shape in zip(m.psi, shapes[1:], strict=True)
-            ]
             self.o = [act.o.detach().to(F64).clone() for act in m.activations]
         self.diagonal = [isinstance(mp, DiagonalLinear | DiagonalConv) for mp in maps]
+        self._diagonal_before = list(self.diagonal)
         self._version = [0] * len(maps)  # bumped when W_i changes (invalidates caches)
-        self._svals: dict[int, tuple[int, torch.Tensor]] = {}
-        self._check_finite()
+        self._memo: dict[Hashable, tuple[int, Any]] = {}
         self._params = self._slot_params()
         _check_untied(self._params)
         moments = read_moments(optimizer, self._params)
         for (kind, i), ms in moments.items():
             for name, v in ms.items():
                 if kind == "W" and self.diagonal[i]:  # the workspace is dense: embed the diagonal
-                    ms[name] = _embed_diagonal(v, self.W[i].shape)
+                    ms[name] = _embed_diagonal(v, self.W.shape(i))
                 elif kind in ("W", "psi"):
-                    ms[name] = v.reshape((self.W if kind == "W" else self.psi)[i].shape)
+                    ms[name] = v.reshape((self.W if kind == "W" else self.psi).shape(i))
         self.moments: dict[Hashable, dict[str, torch.Tensor]] = moments
 
     # ----------------------------------------------------------------- reading
@@ -218,7 +222,8 @@ class Surgery:
 
     @property
     def widths(self) -> list[int]:
-        return [self.W[0].shape[1]] + [w.shape[0] for w in self.W]
+        W = self.W
+        return [W.shape(0)[1]] + [W.shape(i)[0] for i in range(len(W))]
 
     def check_hidden(self, layer: object, *, lo: int = 0, hi: int | None = None) -> int:
         """Validate a hidden-layer index in ``[lo, hi]`` (default ``[0, L-2]``)."""
@@ -236,16 +241,25 @@ class Surgery:
         R, S, Vh = agreed(lambda: torch.linalg.svd(W, full_matrices=True))
         return R, pad_to_rows(S, W.shape[0]), Vh
 
+    def memo(self, key: Hashable, i: int, compute: Callable[[], T]) -> T:
+        """``compute()``, cached under ``key`` until ``W_i`` changes (any change of basis or
+        :meth:`touch` of it): for what an operation reads about a map several times."""
+        cached = self._memo.get(key)
+        if cached is None or cached[0] != self._version[i]:
+            cached = (self._version[i], compute())
+            self._memo[key] = cached
+        return cached[1]  # type: ignore[no-any-return]
+
     def singular_values(self, i: int) -> torch.Tensor:
         """``svdvals`` of ``W_i``, zero-padded to one per row, cached until ``W_i`` changes: the
         cheap factorisation for decisions (how many sigma are <= a threshold)."""
-        cached = self._svals.get(i)
-        if cached is None or cached[0] != self._version[i]:
+
+        def compute() -> torch.Tensor:
             W = self.matrix(i)
             (values,) = agreed(lambda: (torch.linalg.svdvals(W),))
-            cached = (self._version[i], pad_to_rows(values, W.shape[0]))
-            self._svals[i] = cached
-        return cached[1]
+            return pad_to_rows(values, W.shape[0])
+
+        return self.memo(("svdvals", i), i, compute)
 
     def left_basis(self, i: int) -> tuple[torch.Tensor, torch.Tensor, None]:
         """``(R, S, None)``: an orthogonal ``R`` (``[out, out]``) whose columns are the left
@@ -263,26 +277,35 @@ class Surgery:
         return R, S, None
 
     # ----------------------------------------------------------------- editing
-    def change_basis(self, space: int, A: torch.Tensor | Embedding) -> None:
-        """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc."""
+    def change_basis(
+        self, space: int, A: torch.Tensor | Embedding, *, unset: int | None = None
+    ) -> None:
+        """Map the coordinates of ``space`` by ``A`` (``[n_new, n_old]``): see the module doc.
+
+        ``unset``: a map whose weights the caller sets itself afterwards (a full diagonalisation
+        writes ``diag(S)``): its optimiser moments follow ``A``, its weights are not multiplied.
+        """
         L = self.num_layers
         if isinstance(A, torch.Tensor):
-            A = A.to(dtype=F64, device=self.W[0].device)
+            A = A.to(dtype=F64, device=self.device)
         if space >= 0:
-            self._map(("W", space), A, None)
+            self._map(("W", space), A, None, values=space != unset)
             self._map(("b", space), A, None)
             if space >= 1:
                 self._map(("psi", space - 1), A, None)
             self.diagonal[space] = False
         if space < L - 1:
-            self._map(("W", space + 1), None, A)
+            self._map(("W", space + 1), None, A, values=space + 1 != unset)
             self.diagonal[space + 1] = False
 
-    def _map(self, slot: tuple[str, int], rows: Map | None, cols: Map | None) -> None:
+    def _map(
+        self, slot: tuple[str, int], rows: Map | None, cols: Map | None, *, values: bool = True
+    ) -> None:
         if slot[0] == "W":
             self._version[slot[1]] += 1
-        store = {"W": self.W, "b": self.b, "psi": self.psi}[slot[0]]
-        store[slot[1]] = apply_linear(store[slot[1]], rows, cols)
+        if values:
+            store = {"W": self.W, "b": self.b, "psi": self.psi}[slot[0]]
+            store[slot[1]] = apply_linear(store[slot[1]], rows, cols)
         for name, v in self.moments.get(slot, {}).items():
             second = name not in FIRST_MOMENTS
             self.moments[slot][name] = apply_linear(v, rows, cols, second_moment=second)
@@ -291,11 +314,16 @@ class Surgery:
         """Record that ``W_i`` was edited in place (invalidates its cached factorisations)."""
         self._version[i] += 1
 
-    def set_diagonal(self, i: int) -> None:
+    def set_diagonal(self, i: int, values: torch.Tensor | None = None) -> None:
         """Mark ``maps[i]`` to be stored as a :class:`DiagonalLinear` / :class:`DiagonalConv`
-        (off-diagonals dropped; only for a matrix or a 1x1 kernel)."""
-        d = torch.diagonal(self.matrix(i)).clone()
-        self.W[i] = _embed_diagonal(d, self.W[i].shape)
+        (off-diagonals dropped; only for a matrix or a 1x1 kernel), with diagonal ``values``
+        (the first ``min(out, in)`` are used) or, by default, its current diagonal."""
+        shape = self.W.shape(i)
+        if values is None:
+            d = torch.diagonal(self.matrix(i)).clone()
+        else:
+            d = values[: min(shape[0], math.prod(shape[1:]))].to(dtype=F64, device=self.device)
+        self.W[i] = _embed_diagonal(d, shape)
         self.touch(i)
         self.diagonal[i] = True
 
@@ -316,7 +344,7 @@ class Surgery:
         ``probe_map`` turns it into the new model's input when the input width changed.
         """
         check_maps(self.model)
-        self._check_finite()
+        self._check_finite()  # what the operation changed (the rest was checked on entry)
         if probe is not None:
             check_probe(self.model, probe)
         before = _eval(self.model, probe) if probe is not None else None
@@ -353,9 +381,12 @@ class Surgery:
 
         with torch.no_grad():
             for i, lin in enumerate(m.maps):
-                self._write_map(i, lin, cast, undo)
-            for i, value in enumerate(self.psi):
-                p = m.psi[i]
+                if self.W.changed(i) or self.b.changed(i) or self._diagonal_changed(i):
+                    self._write_map(i, lin, cast, undo)
+            for i in range(len(self.psi)):
+                if not self.psi.changed(i):
+                    continue
+                p, value = m.psi[i], self.psi[i]
                 value = value.reshape((value.shape[0], *p.shape[1:]))  # the stored layout
                 if p.shape == value.shape:
                     old = p.detach().clone()
@@ -431,12 +462,91 @@ class Surgery:
                 params["psi", i] = m.psi[i]  # type: ignore[assignment]
         return params
 
+    def _diagonal_changed(self, i: int) -> bool:
+        return self.diagonal[i] != self._diagonal_before[i]
+
     def _check_finite(self) -> None:
-        for name, store in (("weight", self.W), ("bias", self.b), ("psi", self.psi), ("o", self.o)):
-            for i, t in enumerate(store):
-                if not torch.isfinite(t).all():
-                    where = f"psi[{i}]" if name == "psi" else f"layer {i} {name}"
-                    raise NonFiniteError(f"expected finite parameters, got NaN/Inf in {where}")
+        """Raise :class:`NonFiniteError` if a workspace tensor the operation changed holds
+        NaN/Inf (the model itself was checked on entry)."""
+        for name, store in (("weight", self.W), ("bias", self.b), ("psi", self.psi)):
+            for i in range(len(store)):
+                if store.changed(i):
+                    _raise_if_not_finite(store[i], name, i)
+        for i, t in enumerate(self.o):
+            _raise_if_not_finite(t, "o", i)
+
+
+class Workspace:
+    """Float64 copies of one kind of model tensor (weights, biases or psi), each made on first
+    access, so an operation pays for the maps it touches only.
+
+    ``changed(i)``: whether entry ``i`` was replaced or edited in place since it was read (by
+    identity and the tensor's version counter), i.e. whether the commit must check and write it.
+    ``shape(i)`` reads the current shape without making the copy.
+    """
+
+    def __init__(
+        self,
+        sources: list[Callable[[], torch.Tensor]],
+        shapes: list[tuple[int, ...]] | None = None,
+    ) -> None:
+        self._sources = sources
+        self._shapes = shapes
+        self._items: list[torch.Tensor | None] = [None] * len(sources)
+        self._read: list[tuple[torch.Tensor, int] | None] = [None] * len(sources)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        t = self._items[i]
+        if t is None:
+            with torch.no_grad():
+                t = self._sources[i]().detach().to(F64, copy=True)
+            if self._shapes is not None:
+                t = t.reshape(self._shapes[i])
+            self._items[i] = t
+            # inference tensors have no version counter: such an entry counts as changed
+            self._read[i] = None if t.is_inference() else (t, t._version)
+        return t
+
+    def __setitem__(self, i: int, value: torch.Tensor) -> None:
+        self._items[i] = value
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[i] for i in range(len(self)))
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        t = self._items[i]
+        if t is not None:
+            return tuple(t.shape)
+        if self._shapes is not None:
+            return self._shapes[i]
+        return tuple(self._sources[i]().shape)
+
+    def changed(self, i: int) -> bool:
+        t, read = self._items[i], self._read[i]
+        if t is None:
+            return False
+        return read is None or t is not read[0] or t._version != read[1]
+
+
+def _raise_if_not_finite(t: torch.Tensor, name: str, i: int) -> None:
+    if not all_finite(t):
+        where = f"psi[{i}]" if name == "psi" else f"layer {i} {name}"
+        raise NonFiniteError(f"expected finite parameters, got NaN/Inf in {where}")
+
+
+def _check_model_finite(m: IsotropicNet) -> None:
+    """The entry check, on the model's own tensors (no float64 copy needed)."""
+    for i, mp in enumerate(m.maps):
+        weight = mp.diagonal if isinstance(mp, DiagonalLinear | DiagonalConv) else mp.weight
+        _raise_if_not_finite(weight.detach(), "weight", i)
+        _raise_if_not_finite(mp.bias.detach(), "bias", i)
+    for i, p in enumerate(m.psi):
+        _raise_if_not_finite(p.detach(), "psi", i)
+    for i, act in enumerate(m.activations):
+        _raise_if_not_finite(act.o.detach(), "o", i)
 
 
 def _embed_diagonal(d: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
@@ -501,11 +611,17 @@ def output_change(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((after[..., :k].to(F64) - before[..., :k].to(F64)).abs().max())
 
 
+def gram(W: torch.Tensor) -> torch.Tensor:
+    """``W W^T``, the matrix whose ``eigh`` :meth:`Surgery.left_basis` takes (its own function so
+    that cost accounting can count it with the factorisation it belongs to)."""
+    return W @ W.T
+
+
 def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`Surgery.left_basis` for the matrix ``W`` (computed here, never broadcast)."""
     rows = W.shape[0]
     if min(W.shape) >= EIGH_MIN_WIDTH:
-        lam, V = torch.linalg.eigh(W @ W.T)  # ascending
+        lam, V = torch.linalg.eigh(gram(W))  # ascending
         top = float(lam[-1])
         zero = lam <= rows * torch.finfo(F64).eps * top
         if top > 0 and not bool(((~zero) & (lam < EIGH_GAP * top)).any()):

@@ -74,9 +74,11 @@ def _full(s: Surgery, layer: int) -> torch.Tensor:
             "would need one rotation of its input channels to diagonalise every tap at once"
         )
     R, S, Vh = s.svd(layer)
-    s.change_basis(layer - 1, Vh)  # Q^T: rotates the previous hidden layer
-    s.change_basis(layer, R.T)  # exact: see proofs/diagonalisation.py (full)
-    s.set_diagonal(layer)
+    # W_l becomes R^T W_l Q = diag(S): written directly (two n^3 products less); every other
+    # tensor, and W_l's optimiser moments, go through the rotations
+    s.change_basis(layer - 1, Vh, unset=layer)  # Q^T: rotates the previous hidden layer
+    s.change_basis(layer, R.T, unset=layer)  # exact: see proofs/diagonalisation.py (full)
+    s.set_diagonal(layer, S)
     return S
 
 

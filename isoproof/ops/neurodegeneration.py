@@ -11,8 +11,12 @@ rows, biases and psi entries, and the columns ``W*``; then keep what the neurons
     o_l       <- o_l + sum_i b*_i^2        (their constant part of the norm N_l)
     psi_{l+1} <- psi_{l+1} + W* b*          (their constant output, scaled by g_l, reaches l+1)
 
-This is exact when ``sigma_i = 0`` and ``psi*_i = 0`` (exact: see ``proofs/neurodegeneration.py``);
-otherwise the removed pre-activations differ from ``b*`` by
+Only the span of the weakest directions ``N = R[:, -k:]`` is needed: the removed quantities are
+read as ``N^T W_l``, ``N^T b_l``, ``N^T psi`` and ``W_{l+1} (N b*)``, and the kept neurons are
+the rest in the singular basis (``R[:, :-k]^T``) or, when ``k < width / 3``, in another
+orthonormal basis of the same span (:func:`kept_basis`: Householder reflections instead of two
+dense products). This is exact when ``sigma_i = 0`` and ``psi*_i = 0`` (exact: see
+``proofs/neurodegeneration.py``); otherwise the removed pre-activations differ from ``b*`` by
 ``delta_i = sigma_i (q_i . a) + psi*_i g``, and the receipt's bound is ``C_l * |delta|`` with
 ``|delta_i| <= sigma_i A + |psi*_i| G`` (``A`` a bound on ``|a_{l-1}|``, ``G = sup g``, ``C_l`` from
 :mod:`isoproof.ops._bounds`): linear in sigma.
@@ -43,9 +47,10 @@ import torch
 
 from .._validate import check_int
 from ..exceptions import IsoproofError, MissingGainError, WidthError
+from ..optim import Complement, apply_linear
 from ..receipt import Receipt
 from ._bounds import downstream_lipschitz, hidden_input_bound
-from ._surgery import Surgery, embedding
+from ._surgery import Surgery
 
 __all__ = ["dead_count", "gather_own_psi", "prune", "prune_below", "prune_dead"]
 
@@ -85,8 +90,9 @@ def gather_own_psi(
     if dead > 1:
         v = p.clone()
         v[0] += norm if float(p[0]) >= 0 else -norm  # Householder: p -> -+|p| e_1
-        house = torch.eye(dead, dtype=R.dtype, device=R.device) - 2 * torch.outer(v, v) / (v @ v)
-        R = torch.cat([R[:, : width - dead], null @ house], dim=1)
+        # null @ (I - 2 v v^T / v.v) as a rank-1 update (no dead x dead matrix, no product)
+        R = R.clone()
+        R[:, width - dead :] -= torch.outer(null @ v, v * (2 / float(v @ v)))
     return R, 1
 
 
@@ -132,16 +138,16 @@ def remove_weakest(
     R, S, _ = s.left_basis(h) if svd is None else svd
     if gather_psi:
         R, _ = gather_own_psi(s, h, R, S)
-    s.change_basis(h, R.T)  # left diagonalisation: the weakest neurons are the last rows
     keep = width - n
-    # the rows actually removed, measured (equal to S[keep:] up to rounding): the bound holds
-    # for them whatever the factorisation's accuracy
-    removed = s.matrix(h)[keep:].norm(dim=1)
-    b_star = s.b[h][keep:].clone()
-    W_star = s.W[h + 1][:, keep:].clone()
-    own_psi = (
-        s.psi[h - 1][keep:].clone() if h >= 1 and model.psi_mode != "none" else b_star.new_zeros(n)
-    )
+    N = R[:, keep:]  # the weakest directions: after rotating by R^T, the last n neurons
+    # the rows actually removed, N^T W_h, measured (equal to S[keep:] up to rounding): the
+    # bound holds for them whatever the factorisation's accuracy
+    removed = apply_linear(s.W[h], N.T).reshape(n, -1).norm(dim=1)
+    b_star = N.T @ s.b[h]
+    if h >= 1 and model.psi_mode != "none":
+        own_psi = apply_linear(s.psi[h - 1], N.T)
+    else:
+        own_psi = b_star.new_zeros(n)
     # ---- bound: |delta_i| <= sqrt(T) (sigma_i A + |psi*_i| G), propagated by C_h
     # (isoproof.ops._bounds; T = taps of maps[h], 1 for a dense map; A, G bound whole fields)
     A = hidden_input_bound(model, h, probe, input_norm, s)
@@ -153,8 +159,9 @@ def remove_weakest(
     else:
         spread = math.sqrt(model.taps(h)) if h < model.num_conv else 1.0
         bound = downstream_lipschitz(s, model, h) * float(delta.norm()) * spread
-    # what the removed neurons' constant part sends to layer h+1 (for a kernel: per tap)
-    carried = W_star @ b_star if W_star.dim() == 2 else torch.tensordot(W_star, b_star, ([1], [0]))
+    # what the removed neurons' constant part sends to layer h+1, (W_{h+1} N) b* (a kernel:
+    # per tap), as one product with the vector N b*
+    carried = torch.tensordot(s.W[h + 1], N @ b_star, ([1], [0]))
     # ---- corrections (exact at sigma = 0: see proofs/neurodegeneration.py)
     if model.intrinsic_length != "none" and correct_o:
         s.o[h] = s.o[h] + (b_star * b_star).sum()
@@ -179,8 +186,21 @@ def remove_weakest(
         s.b[h + 1] = s.b[h + 1] + gbar * carried
         tail = downstream_lipschitz(s, model, h + 1) if h + 1 < s.num_layers - 1 else 1.0
         bound += tail * float(carried.norm()) * max(gbar, G - gbar)
-    s.change_basis(h, embedding(width, keep))
+    s.change_basis(h, kept_basis(R, keep))
     return removed, bound
+
+
+def kept_basis(R: torch.Tensor, keep: int) -> torch.Tensor | Complement:
+    """The ``[keep, width]`` change of basis that keeps the span of ``R[:, :keep]`` and drops the
+    rest: the dense ``R[:, :keep]^T`` (the kept neurons in the singular basis), or, when fewer
+    than a third of the neurons go, the :class:`~isoproof.optim.Complement` of the dropped
+    columns, applied by Householder reflections in fewer operations (the kept neurons in
+    another orthonormal basis of the same span: exact either way,
+    ``proofs/reparameterisation.py``)."""
+    width = R.shape[1]
+    if 3 * (width - keep) < width:
+        return Complement.of(R[:, keep:])
+    return R[:, :keep].T
 
 
 def prune(
