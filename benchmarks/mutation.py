@@ -30,15 +30,15 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     (
         "drop the psi term of the downstream Lipschitz constant",
         "isoproof/ops/_bounds.py",
-        "c *= w * lip_f + p * lip_g",
-        "c *= w * lip_f",
+        "c *= model.pool_norm(j) * (w * lip_f + p * lip_g)",
+        "c *= model.pool_norm(j) * (w * lip_f)",
         ["tests/test_bounds.py"],
     ),
     (
         "layer-0 input bound from the mean probe row norm",
         "isoproof/ops/_bounds.py",
-        "largest = float(probe.detach().to(torch.float64).norm(dim=-1).max())",
-        "largest = float(probe.detach().to(torch.float64).norm(dim=-1).mean())",
+        "largest = float(model.sample_norms(probe.detach().to(torch.float64)).max())",
+        "largest = float(model.sample_norms(probe.detach().to(torch.float64)).mean())",
         ["tests/test_bounds.py"],
     ),
     (
@@ -51,8 +51,8 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     (
         "adapt counts sigma < threshold",
         "isoproof/ops/scaffold.py",
-        "count = int((svd[1] <= threshold).sum())",
-        "count = int((svd[1] < threshold).sum())",
+        "count = int((s.singular_values(h) <= threshold).sum())",
+        "count = int((s.singular_values(h) < threshold).sum())",
         ["tests/test_mutants.py"],
     ),
     (
@@ -72,13 +72,13 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     (
         "export-mode norm clamped at eps instead of eps^2",
         "isoproof/activations.py",
-        "_sum_of_squares(z, self.dim), self.eps**2)",
-        "_sum_of_squares(z, self.dim), self.eps)",
+        "return torch.sqrt(torch.clamp_min(squares, self.eps**2))",
+        "return torch.sqrt(torch.clamp_min(squares, self.eps))",
         ["tests/test_mutants.py"],
     ),
     (
         "load ignores the eps stored in the config",
-        "isoproof/mlp.py",
+        "isoproof/network.py",
         'eps=config["eps"],',
         "",
         ["tests/test_hostile_checkpoint.py::test_the_stored_eps_is_used"],
@@ -93,8 +93,8 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     (
         "checkpoint digest ignores the config",
         "isoproof/io.py",
-        'return f"isoproof-checkpoint/2|{fmt}|{config_json}|"',
-        'return f"isoproof-checkpoint/2|{fmt}|"',
+        'prefix = f"isoproof-checkpoint/2|{fmt}|{config_json}|"',
+        'prefix = f"isoproof-checkpoint/2|{fmt}|"',
         ["tests/test_hostile_checkpoint.py"],
     ),
     (
@@ -103,6 +103,20 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
         "if not ok or end - start != nbytes or end > data_size:",
         "if not ok:",
         ["tests/test_hostile_checkpoint.py"],
+    ),
+    (
+        "training digest ignores the training entry",
+        "isoproof/io.py",
+        'prefix += f"training|{len(training_json)}|{training_json}|"',
+        "pass",
+        ["tests/test_hostile_checkpoint.py"],
+    ),
+    (
+        "int8 verification without the error bound",
+        "exporters/verify.py",
+        "INT8_MAX_RELATIVE_ERROR = 0.5",
+        "INT8_MAX_RELATIVE_ERROR = 1e9",
+        ["tests/test_export_edge.py"],
     ),
     (
         "radial Lipschitz constant of f halved",

@@ -347,6 +347,13 @@ def test_training_checkpoint_edits_without_the_digest(trained, tmp_path):
     header["__metadata__"]["training"] = "[" * 5000
     deep = _raw(tmp_path / "deep.safetensors", header, bytes(raw[8 + n :]))
     _resume_refused(path, data, deep, "expected a JSON 'training'")
+    clean = path.read_bytes()  # unflipped data: the edit of the training entry is all that differs
+    header = json.loads(clean[8 : 8 + n])
+    training = json.loads(header["__metadata__"]["training"])
+    training["epoch"] += 1  # valid JSON, a plausible value: only the digest can see the edit
+    header["__metadata__"]["training"] = json.dumps(training)
+    edited = _raw(tmp_path / "edited.safetensors", header, clean[8 + n :])
+    _resume_refused(path, data, edited, "SHA-256")
     _resume_refused(path, data, ip.save(ip.load(path), tmp_path / "m.st"), "a training checkpoint")
 
 
