@@ -72,6 +72,14 @@ def record(name: str, markdown: str, data: dict[str, Any]) -> None:
         json.dumps({"benchmark": name, "machine": m, **data}, indent=2) + "\n",
     )
     replace_section(DOC, name, f"{markdown.strip()}\n\n_{machine_line(m)}_")
+    refresh_readme()
+
+
+def refresh_readme() -> None:
+    """Recompute the README's benchmark table from the stored results."""
+    from .summary import render
+
+    replace_section(ROOT / "README.md", "summary", render())
 
 
 def replace_section(path: Path, name: str, markdown: str) -> None:
