@@ -229,7 +229,7 @@ class IsotropicActivation(nn.Module):
             N.dtype == torch.float64
             and not self.plain
             and N.numel()
-            and float(N.max()) >= HUGE_NORM
+            and float(N.detach().max()) >= HUGE_NORM
         ):
             m, t = self._scaled_norm(z)  # N = m * t may exceed float64's range
             a, g = overflow_safe_forward(self.radial, z, m, t)
