@@ -117,6 +117,22 @@ def test_spectral_bound_is_never_below_the_truth(shape: tuple[int, int]) -> None
     assert spectral_bound(rank_one) == pytest.approx(float(torch.linalg.matrix_norm(rank_one, 2)))
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e-8, 1.0, 1e8, 1e30])
+def test_float32_spectral_bound_is_never_below_the_truth_and_tight(scale: float) -> None:
+    """A map read in float32 (no float64 copy) is bounded from float32 sums enlarged by their
+    rounding error: never below the float64 truth, within 1e-4 of the float64 route (tiny
+    entries whose squares underflow, huge ones whose squares overflow)."""
+    g = torch.Generator().manual_seed(3)
+    for shape in ((300, 200), (1, 50), (64, 1)):
+        m = (torch.randn(*shape, dtype=F64, generator=g) * scale).float()
+        exact = m.double()
+        truth = float(torch.linalg.matrix_norm(exact, ord=2))
+        bound, reference = spectral_bound(m), spectral_bound(exact)
+        assert truth <= bound <= reference * (1 + 1e-4) + 1e-17
+        with exact_bounds():
+            assert spectral_bound(m) == pytest.approx(truth, rel=1e-12)
+
+
 def test_cheap_bound_still_bounds_an_inexact_prune() -> None:
     model = _wide_model(4)
     x = torch.randn(128, N_IN, dtype=F64)

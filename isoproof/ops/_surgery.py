@@ -516,6 +516,16 @@ class Workspace:
     def __iter__(self) -> Iterator[torch.Tensor]:
         return (self[i] for i in range(len(self)))
 
+    def peek(self, i: int) -> torch.Tensor:
+        """Entry ``i`` for reading only: the float64 copy if it was made, else the model's own
+        tensor in its dtype (no copy: for a value computed once, such as a bound, of a map the
+        operation may never otherwise touch). Never write to the result."""
+        t = self._items[i]
+        if t is not None:
+            return t
+        t = self._sources[i]().detach()
+        return t if self._shapes is None else t.reshape(self._shapes[i])
+
     def shape(self, i: int) -> tuple[int, ...]:
         t = self._items[i]
         if t is not None:
