@@ -635,14 +635,16 @@ def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         top = float(lam[-1])
         zero = lam <= rows * torch.finfo(F64).eps * top
         if top > 0 and not bool(((~zero) & (lam < EIGH_GAP * top)).any()):
-            R = V.flip(-1)
             S = lam.flip(-1).clamp_min(0).sqrt()
-            dead = int(zero.sum())
-            if dead:  # measured, not sqrt of rounding noise: dead_count and the bound read these
-                S[rows - dead :] = (R[:, rows - dead :].T @ W).norm(dim=1)
-                order = torch.argsort(S[rows - dead :], descending=True, stable=True)
-                R = torch.cat([R[:, : rows - dead], R[:, rows - dead :][:, order]], dim=1)
-                S[rows - dead :] = S[rows - dead :][order]
-            return R, S
+            dead = int(zero.sum())  # the first `dead` columns of V (lam ascending)
+            if not dead:
+                return V.flip(-1), S
+            # measured, not sqrt of rounding noise: dead_count and the bound read these
+            S[rows - dead :] = (V[:, :dead].T @ W).norm(dim=1).flip(0)
+            by_norm = torch.argsort(S[rows - dead :], descending=True, stable=True)
+            S[rows - dead :] = S[rows - dead :][by_norm]
+            order = torch.arange(rows - 1, -1, -1, device=W.device)  # descending
+            order[rows - dead :] = order[rows - dead :][by_norm]
+            return V.index_select(1, order), S  # one gather: the flip and the dead ones' order
     R, S, _ = torch.linalg.svd(W, full_matrices=True)
     return R, pad_to_rows(S, rows)
