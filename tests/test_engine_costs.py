@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import isoproof as ip
-from isoproof.ops import _surgery
+from isoproof.ops import _surgery, neurodegeneration
 from isoproof.ops._bounds import exact_bounds, spectral_bound
 from isoproof.ops._surgery import EIGH_MIN_WIDTH, Surgery
 from isoproof.optim import Embedding, apply_linear
@@ -65,6 +65,48 @@ def test_prune_dead_on_wide_layers_is_exact() -> None:
     assert model.widths[1] <= N_IN + 1  # rank N_IN (+1 psi carrier at most)
     assert receipt.max_abs_change is not None and receipt.max_abs_change <= 1e-12
     assert receipt.bound >= receipt.max_abs_change
+
+
+def test_dead_rows_measured_once_follow_the_psi_gathering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sigma = 0 rows that ``left_basis`` measures are the removed rows of the removal
+    (after the Householder reflection that gathers their psi), not multiplied a second time."""
+    from isoproof.ops.neurodegeneration import dead_count, gather_own_psi
+
+    g = torch.Generator().manual_seed(4)
+    model = ip.IsotropicMLP([N_IN, WIDE, WIDE + 40, 5], dtype=F64, generator=g)
+    with torch.no_grad():
+        model.psi[0].normal_(generator=g)  # the 40 dead neurons of layer 1 own psi
+    s = Surgery(model)
+    R, S, _ = s.left_basis(1)
+    dead = dead_count(S)
+    assert dead == WIDE + 40 - WIDE
+    gathered, carriers = gather_own_psi(s, 1, R, S)
+    assert carriers == 1 and gathered is not R
+    rows = s.dead_rows(1, gathered)
+    assert rows is not None and s.dead_rows(1, R) is None
+    direct = gathered[:, -dead:].T @ s.matrix(1)
+    assert float((rows - direct).abs().max()) < 1e-14
+    assert float(rows.norm(dim=1).max()) < 1e-13
+    calls: list[tuple[int, ...]] = []
+    real = ip.optim.apply_linear
+    monkeypatch.setattr(
+        neurodegeneration,
+        "apply_linear",
+        lambda t, *a, **k: calls.append(tuple(t.shape)) or real(t, *a, **k),
+    )
+    removed, _ = neurodegeneration.remove_weakest(s, 1, dead - 1, svd=(gathered, S, None))
+    assert torch.allclose(removed, direct[1:].norm(dim=1), rtol=0, atol=1e-15)
+    assert torch.allclose(removed, rows[1:].norm(dim=1), rtol=1e-12, atol=0)  # the last dead-1
+    assert calls == [(WIDE + 40,)]  # their own psi only: no product for the removed rows
+    # the reflection's algebra on rows that are not rounding noise: R'_0^T (R_0 X) = H X
+    s = Surgery(model)
+    X = torch.randn(dead, WIDE, dtype=F64, generator=g)
+    s.note_dead_rows(1, R, X)
+    gathered, _ = gather_own_psi(s, 1, R, S)
+    followed = s.dead_rows(1, gathered)
+    assert followed is not None
+    want = gathered[:, -dead:].T @ (R[:, -dead:] @ X)
+    assert float((followed - want).abs().max()) < 1e-12 and float((X - want).abs().max()) > 1e-3
 
 
 def test_near_zero_cluster_falls_back_to_the_svd(monkeypatch: pytest.MonkeyPatch) -> None:

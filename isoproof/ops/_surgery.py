@@ -273,8 +273,24 @@ class Surgery:
         orthogonal ``R`` reparameterises exactly; ``S`` of the ``sigma = 0`` cluster is measured
         as row norms of ``R^T W``, and pruning bounds use the rows actually removed.
         """
-        R, S = agreed(lambda: _left_basis(self.matrix(i)))  # rank 0 computes in synchronised mode
+        R, S, dead = agreed(lambda: _left_basis(self.matrix(i)))  # rank 0 computes if synchronised
+        if dead.shape[0]:
+            self.note_dead_rows(i, R, dead)
         return R, S, None
+
+    def note_dead_rows(self, i: int, R: torch.Tensor, rows: torch.Tensor) -> None:
+        """Record ``rows = R[:, -d:]^T W_i`` (the matrix form), the measured rows of the last
+        ``d`` neurons in the basis ``R``, until ``W_i`` changes: a removal of ``n <= d`` of them
+        reads its removed rows here instead of multiplying again (:meth:`dead_rows`)."""
+        self._memo["dead_rows", i] = (self._version[i], (R, rows))
+
+    def dead_rows(self, i: int, R: torch.Tensor) -> torch.Tensor | None:
+        """The rows :meth:`note_dead_rows` recorded for this very ``R`` (same object) and the
+        current ``W_i``, else ``None``."""
+        cached = self._memo.get(("dead_rows", i))
+        if cached is None or cached[0] != self._version[i] or cached[1][0] is not R:
+            return None
+        return cached[1][1]  # type: ignore[no-any-return]
 
     # ----------------------------------------------------------------- editing
     def change_basis(
@@ -627,8 +643,10 @@ def gram(W: torch.Tensor) -> torch.Tensor:
     return W @ W.T
 
 
-def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`Surgery.left_basis` for the matrix ``W`` (computed here, never broadcast)."""
+def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`Surgery.left_basis` for the matrix ``W`` (computed here, never broadcast), and the
+    measured rows ``R[:, -d:]^T W`` of its ``d`` ``sigma = 0`` neurons (``[0, cols]`` if none or
+    from the SVD: :meth:`Surgery.note_dead_rows`)."""
     rows = W.shape[0]
     if min(W.shape) >= EIGH_MIN_WIDTH:
         lam, V = torch.linalg.eigh(gram(W))  # ascending
@@ -638,13 +656,15 @@ def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             S = lam.flip(-1).clamp_min(0).sqrt()
             dead = int(zero.sum())  # the first `dead` columns of V (lam ascending)
             if not dead:
-                return V.flip(-1), S
+                return V.flip(-1), S, W.new_zeros(0, W.shape[1])
             # measured, not sqrt of rounding noise: dead_count and the bound read these
-            S[rows - dead :] = (V[:, :dead].T @ W).norm(dim=1).flip(0)
+            measured = (V[:, :dead].T @ W).flip(0)
+            S[rows - dead :] = measured.norm(dim=1)
             by_norm = torch.argsort(S[rows - dead :], descending=True, stable=True)
             S[rows - dead :] = S[rows - dead :][by_norm]
             order = torch.arange(rows - 1, -1, -1, device=W.device)  # descending
             order[rows - dead :] = order[rows - dead :][by_norm]
-            return V.index_select(1, order), S  # one gather: the flip and the dead ones' order
+            # one gather: the flip and the dead ones' order
+            return V.index_select(1, order), S, measured[by_norm]
     R, S, _ = torch.linalg.svd(W, full_matrices=True)
-    return R, pad_to_rows(S, rows)
+    return R, pad_to_rows(S, rows), W.new_zeros(0, W.shape[1])
