@@ -664,7 +664,8 @@ def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
             S[rows - dead :] = S[rows - dead :][by_norm]
             order = torch.arange(rows - 1, -1, -1, device=W.device)  # descending
             order[rows - dead :] = order[rows - dead :][by_norm]
-            # one gather: the flip and the dead ones' order
-            return V.index_select(1, order), S, measured[by_norm]
+            # one gather (the flip and the dead ones' order) of the rows of V^T: LAPACK returns V
+            # column-major, so these are contiguous (a column gather of V costs 8x more)
+            return V.T.index_select(0, order).T, S, measured[by_norm]
     R, S, _ = torch.linalg.svd(W, full_matrices=True)
     return R, pad_to_rows(S, rows), W.new_zeros(0, W.shape[1])
