@@ -58,6 +58,18 @@ def test_left_basis_is_an_exact_svd_basis_on_wide_maps(monkeypatch: pytest.Monke
     assert float(S0[N_IN:].max()) < 1e-13 and float(S0[:N_IN].min()) > 1e-3
 
 
+@pytest.mark.parametrize("shape", [(WIDE, N_IN), (N_IN, WIDE), (7, 3), (1, 5)])
+def test_gram_is_the_lower_triangle_eigh_reads(shape: tuple[int, int]) -> None:
+    """``gram`` computes only the lower triangle of ``W W^T`` (block by block); ``eigh`` reads
+    only that, so the eigenvalues are those of the full product."""
+    W = torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(5))
+    full = W @ W.T
+    G = _surgery.gram(W)
+    assert torch.allclose(torch.tril(G), torch.tril(full), rtol=1e-13, atol=1e-13)
+    lam, lam_full = torch.linalg.eigvalsh(G), torch.linalg.eigvalsh(full)
+    assert torch.allclose(lam, lam_full, rtol=0, atol=1e-12 * float(lam_full[-1]))
+
+
 def test_prune_dead_on_wide_layers_is_exact() -> None:
     model = _wide_model(1)
     x = torch.randn(64, N_IN, dtype=F64)
