@@ -648,10 +648,11 @@ def gram(W: torch.Tensor) -> torch.Tensor:
     entry the same dot product as in ``W @ W.T`` (above the diagonal blocks: zeros). Its own
     function so that cost accounting can count it with the factorisation it belongs to."""
     n = W.shape[0]
-    G = W.new_zeros(n, n)
+    G = W.new_empty(n, n)
     ends = [n * (i + 1) // GRAM_BLOCKS for i in range(GRAM_BLOCKS)]
     for start, end in zip([0, *ends[:-1]], ends, strict=True):
         G[start:end, :end] = W[start:end] @ W[:end].T
+        G[start:end, end:] = 0.0
     return G
 
 

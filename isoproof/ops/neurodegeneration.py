@@ -93,7 +93,7 @@ def gather_own_psi(
         # null @ (I - 2 v v^T / v.v) as a rank-1 update (no dead x dead matrix, no product)
         known, c = s.dead_rows(h, R), v * (2 / float(v @ v))
         R = R.clone()
-        R[:, width - dead :] -= torch.outer(null @ v, c)
+        R[:, width - dead :].addr_(null @ v, c, alpha=-1)  # in place, no outer product
         if known is not None and known.shape[0] == dead:  # their rows follow: H (null^T W)
             s.note_dead_rows(h, R, known - torch.outer(c, v @ known))
     return R, 1
