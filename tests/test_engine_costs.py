@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -68,6 +69,39 @@ def test_gram_is_the_lower_triangle_eigh_reads(shape: tuple[int, int]) -> None:
     assert torch.allclose(torch.tril(G), torch.tril(full), rtol=1e-13, atol=1e-13)
     lam, lam_full = torch.linalg.eigvalsh(G), torch.linalg.eigvalsh(full)
     assert torch.allclose(lam, lam_full, rtol=0, atol=1e-12 * float(lam_full[-1]))
+
+
+def test_commit_writes_resized_maps_without_random_initialisation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resized map is a fresh module whose parameters the commit writes: it is built without
+    drawing an initialisation (``empty_map``), on the model's device and dtype."""
+    model = _wide_model(6)
+    reference = copy.deepcopy(model)
+    x = torch.randn(16, N_IN, dtype=F64)
+    draws: list[int] = []
+    real = torch.Tensor.uniform_
+
+    def counted(t: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if not t.is_meta:  # a draw into memory (the meta device allocates nothing)
+            draws.append(t.numel())
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "uniform_", counted)
+    receipt = ip.prune(model, 0, 3, probe=x)
+    assert draws == []
+    assert model.widths == [N_IN, WIDE - 3, WIDE, 5] and receipt.max_abs_change is not None
+    for lin in model.linears:
+        assert lin.weight.dtype == F64 and lin.weight.device == reference.linears[0].weight.device
+        assert all_finite_params(lin)
+    assert receipt.max_abs_change <= receipt.bound
+    new = model.empty_map(1, (4, 3))
+    assert isinstance(new, torch.nn.Linear) and new.weight.shape == (4, 3)
+    assert new.weight.dtype == F64 and new.weight.device.type == "cpu"
+
+
+def all_finite_params(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 def test_prune_dead_on_wide_layers_is_exact() -> None:

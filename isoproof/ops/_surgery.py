@@ -443,7 +443,7 @@ class Surgery:
                 undo.append(lambda p=p, old=old: p.data.copy_(old))
                 p.copy_(cast(value))
             return
-        new = m.make_map(i, tuple(W.shape), diagonal=diag)
+        new = m.empty_map(i, tuple(W.shape), diagonal=diag)  # every parameter written below
         if diag:
             new.diagonal.copy_(cast(torch.diagonal(self.matrix(i))))
         else:
