@@ -230,11 +230,14 @@ class IsotropicConvNet(IsotropicNet):
             config, ("input_shape", "layers", "num_classes"), device=device, init=init
         )
 
-    def make_map(self, i: int, shape: Sequence[int], *, diagonal: bool = False) -> nn.Module:
+    def make_map(
+        self, i: int, shape: Sequence[int], *, diagonal: bool = False, device: Any = None
+    ) -> nn.Module:
         """A fresh module for ``maps[i]`` with the operations' ``shape`` (``map_shape``):
         ``ConvNd`` / ``DiagonalConv`` (1x1 only) for a conv layer, ``nn.Linear`` /
-        ``DiagonalLinear`` otherwise (the transition flattens ``[n, C, *spatial]``)."""
-        factory: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
+        ``DiagonalLinear`` otherwise (the transition flattens ``[n, C, *spatial]``); on
+        ``device``, by default the model's."""
+        factory: dict[str, Any] = {"dtype": self.dtype, "device": device or self.device}
         c_out, c_in = int(shape[0]), int(shape[1])
         if diagonal and math.prod(shape[2:]) != 1:
             raise IsoproofError(f"expected a 1x1 kernel for a diagonal map, got {list(shape)}")

@@ -111,12 +111,28 @@ class IsotropicNet(nn.Module):
         (dense ``[out, in]``; see :class:`~isoproof.IsotropicConvNet` for kernels)."""
         return tuple(self.maps[i].weight.shape)  # type: ignore[arg-type]
 
-    def make_map(self, i: int, shape: Sequence[int], *, diagonal: bool = False) -> nn.Module:
-        """A fresh module for ``maps[i]`` with the operations' ``shape`` (used by the commit)."""
-        factory: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
+    def make_map(
+        self, i: int, shape: Sequence[int], *, diagonal: bool = False, device: Any = None
+    ) -> nn.Module:
+        """A fresh module for ``maps[i]`` with the operations' ``shape`` (on ``device``, by
+        default the model's)."""
+        factory: dict[str, Any] = {"dtype": self.dtype, "device": device or self.device}
         if diagonal:
             return DiagonalLinear(shape[1], shape[0], **factory)
         return nn.Linear(shape[1], shape[0], **factory)
+
+    def empty_map(self, i: int, shape: Sequence[int], *, diagonal: bool = False) -> nn.Module:
+        """:meth:`make_map` with uninitialised parameters, for a caller that writes them all
+        (the commit of :mod:`isoproof.ops`): built on the meta device, so no random
+        initialisation is paid for, then given empty parameters on the model's device."""
+        module = self.make_map(i, shape, diagonal=diagonal, device="meta")
+        if any(True for _ in module.buffers()):  # none today; they would need their values
+            return self.make_map(i, shape, diagonal=diagonal)
+        for sub in module.modules():
+            for name, p in list(sub.named_parameters(recurse=False)):
+                empty = torch.empty(p.shape, dtype=p.dtype, device=self.device)
+                setattr(sub, name, nn.Parameter(empty, requires_grad=p.requires_grad))
+        return module
 
     #: Maps ``0 .. num_conv-1`` are convolutions (0 for an MLP).
     num_conv: int = 0

@@ -162,11 +162,11 @@ class Complement:
         if axis == 0:  # C t = (Q^T t)[k:] = t[k:] - V[k:] M^{-T} (V^T t)
             flat = t.reshape(n, -1)
             y = torch.linalg.solve_triangular(M.T, V.T @ flat, upper=False)
-            return (flat[k:] - V[k:] @ y).reshape(n - k, *t.shape[1:])
+            return torch.addmm(flat[k:], V[k:], y, alpha=-1).reshape(n - k, *t.shape[1:])
         moved = t.movedim(1, -1)  # t C^T = (t Q)[..., k:] = t[..., k:] - (t V) M^{-1} V[k:]^T
         flat = moved.reshape(-1, n)
         x = torch.linalg.solve_triangular(M, flat @ V, upper=True, left=False)
-        out = (flat[:, k:] - x @ V[k:].T).reshape(*moved.shape[:-1], n - k)
+        out = torch.addmm(flat[:, k:], x, V[k:].T, alpha=-1).reshape(*moved.shape[:-1], n - k)
         return out.movedim(-1, 1).contiguous()
 
 

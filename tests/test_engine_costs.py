@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 import isoproof as ip
-from isoproof.ops import _surgery
+from isoproof.ops import _surgery, neurodegeneration
 from isoproof.ops._bounds import exact_bounds, spectral_bound
 from isoproof.ops._surgery import EIGH_MIN_WIDTH, Surgery
 from isoproof.optim import Embedding, apply_linear
@@ -58,6 +59,51 @@ def test_left_basis_is_an_exact_svd_basis_on_wide_maps(monkeypatch: pytest.Monke
     assert float(S0[N_IN:].max()) < 1e-13 and float(S0[:N_IN].min()) > 1e-3
 
 
+@pytest.mark.parametrize("shape", [(WIDE, N_IN), (N_IN, WIDE), (7, 3), (1, 5)])
+def test_gram_is_the_lower_triangle_eigh_reads(shape: tuple[int, int]) -> None:
+    """``gram`` computes only the lower triangle of ``W W^T`` (block by block); ``eigh`` reads
+    only that, so the eigenvalues are those of the full product."""
+    W = torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(5))
+    full = W @ W.T
+    G = _surgery.gram(W)
+    assert torch.allclose(torch.tril(G), torch.tril(full), rtol=1e-13, atol=1e-13)
+    lam, lam_full = torch.linalg.eigvalsh(G), torch.linalg.eigvalsh(full)
+    assert torch.allclose(lam, lam_full, rtol=0, atol=1e-12 * float(lam_full[-1]))
+
+
+def test_commit_writes_resized_maps_without_random_initialisation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resized map is a fresh module whose parameters the commit writes: it is built without
+    drawing an initialisation (``empty_map``), on the model's device and dtype."""
+    model = _wide_model(6)
+    reference = copy.deepcopy(model)
+    x = torch.randn(16, N_IN, dtype=F64)
+    draws: list[int] = []
+    real = torch.Tensor.uniform_
+
+    def counted(t: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if not t.is_meta:  # a draw into memory (the meta device allocates nothing)
+            draws.append(t.numel())
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "uniform_", counted)
+    receipt = ip.prune(model, 0, 3, probe=x)
+    assert draws == []
+    assert model.widths == [N_IN, WIDE - 3, WIDE, 5] and receipt.max_abs_change is not None
+    for lin in model.linears:
+        assert lin.weight.dtype == F64 and lin.weight.device == reference.linears[0].weight.device
+        assert all_finite_params(lin)
+    assert receipt.max_abs_change <= receipt.bound
+    new = model.empty_map(1, (4, 3))
+    assert isinstance(new, torch.nn.Linear) and new.weight.shape == (4, 3)
+    assert new.weight.dtype == F64 and new.weight.device.type == "cpu"
+
+
+def all_finite_params(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
 def test_prune_dead_on_wide_layers_is_exact() -> None:
     model = _wide_model(1)
     x = torch.randn(64, N_IN, dtype=F64)
@@ -65,6 +111,48 @@ def test_prune_dead_on_wide_layers_is_exact() -> None:
     assert model.widths[1] <= N_IN + 1  # rank N_IN (+1 psi carrier at most)
     assert receipt.max_abs_change is not None and receipt.max_abs_change <= 1e-12
     assert receipt.bound >= receipt.max_abs_change
+
+
+def test_dead_rows_measured_once_follow_the_psi_gathering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sigma = 0 rows that ``left_basis`` measures are the removed rows of the removal
+    (after the Householder reflection that gathers their psi), not multiplied a second time."""
+    from isoproof.ops.neurodegeneration import dead_count, gather_own_psi
+
+    g = torch.Generator().manual_seed(4)
+    model = ip.IsotropicMLP([N_IN, WIDE, WIDE + 40, 5], dtype=F64, generator=g)
+    with torch.no_grad():
+        model.psi[0].normal_(generator=g)  # the 40 dead neurons of layer 1 own psi
+    s = Surgery(model)
+    R, S, _ = s.left_basis(1)
+    dead = dead_count(S)
+    assert dead == WIDE + 40 - WIDE
+    gathered, carriers = gather_own_psi(s, 1, R, S)
+    assert carriers == 1 and gathered is not R
+    rows = s.dead_rows(1, gathered)
+    assert rows is not None and s.dead_rows(1, R) is None
+    direct = gathered[:, -dead:].T @ s.matrix(1)
+    assert float((rows - direct).abs().max()) < 1e-14
+    assert float(rows.norm(dim=1).max()) < 1e-13
+    calls: list[tuple[int, ...]] = []
+    real = ip.optim.apply_linear
+    monkeypatch.setattr(
+        neurodegeneration,
+        "apply_linear",
+        lambda t, *a, **k: calls.append(tuple(t.shape)) or real(t, *a, **k),
+    )
+    removed, _ = neurodegeneration.remove_weakest(s, 1, dead - 1, svd=(gathered, S, None))
+    assert torch.allclose(removed, direct[1:].norm(dim=1), rtol=0, atol=1e-15)
+    assert torch.allclose(removed, rows[1:].norm(dim=1), rtol=1e-12, atol=0)  # the last dead-1
+    assert calls == [(WIDE + 40,)]  # their own psi only: no product for the removed rows
+    # the reflection's algebra on rows that are not rounding noise: R'_0^T (R_0 X) = H X
+    s = Surgery(model)
+    X = torch.randn(dead, WIDE, dtype=F64, generator=g)
+    s.note_dead_rows(1, R, X)
+    gathered, _ = gather_own_psi(s, 1, R, S)
+    followed = s.dead_rows(1, gathered)
+    assert followed is not None
+    want = gathered[:, -dead:].T @ (R[:, -dead:] @ X)
+    assert float((followed - want).abs().max()) < 1e-12 and float((X - want).abs().max()) > 1e-3
 
 
 def test_near_zero_cluster_falls_back_to_the_svd(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,6 +203,22 @@ def test_spectral_bound_is_never_below_the_truth(shape: tuple[int, int]) -> None
             assert spectral_bound(m) == pytest.approx(truth, rel=1e-12)
     rank_one = torch.outer(torch.ones(50, dtype=F64), torch.ones(30, dtype=F64))
     assert spectral_bound(rank_one) == pytest.approx(float(torch.linalg.matrix_norm(rank_one, 2)))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-8, 1.0, 1e8, 1e30])
+def test_float32_spectral_bound_is_never_below_the_truth_and_tight(scale: float) -> None:
+    """A map read in float32 (no float64 copy) is bounded from float32 sums enlarged by their
+    rounding error: never below the float64 truth, within 1e-4 of the float64 route (tiny
+    entries whose squares underflow, huge ones whose squares overflow)."""
+    g = torch.Generator().manual_seed(3)
+    for shape in ((300, 200), (1, 50), (64, 1)):
+        m = (torch.randn(*shape, dtype=F64, generator=g) * scale).float()
+        exact = m.double()
+        truth = float(torch.linalg.matrix_norm(exact, ord=2))
+        bound, reference = spectral_bound(m), spectral_bound(exact)
+        assert truth <= bound <= reference * (1 + 1e-4) + 1e-17
+        with exact_bounds():
+            assert spectral_bound(m) == pytest.approx(truth, rel=1e-12)
 
 
 def test_cheap_bound_still_bounds_an_inexact_prune() -> None:

@@ -273,8 +273,24 @@ class Surgery:
         orthogonal ``R`` reparameterises exactly; ``S`` of the ``sigma = 0`` cluster is measured
         as row norms of ``R^T W``, and pruning bounds use the rows actually removed.
         """
-        R, S = agreed(lambda: _left_basis(self.matrix(i)))  # rank 0 computes in synchronised mode
+        R, S, dead = agreed(lambda: _left_basis(self.matrix(i)))  # rank 0 computes if synchronised
+        if dead.shape[0]:
+            self.note_dead_rows(i, R, dead)
         return R, S, None
+
+    def note_dead_rows(self, i: int, R: torch.Tensor, rows: torch.Tensor) -> None:
+        """Record ``rows = R[:, -d:]^T W_i`` (the matrix form), the measured rows of the last
+        ``d`` neurons in the basis ``R``, until ``W_i`` changes: a removal of ``n <= d`` of them
+        reads its removed rows here instead of multiplying again (:meth:`dead_rows`)."""
+        self._memo["dead_rows", i] = (self._version[i], (R, rows))
+
+    def dead_rows(self, i: int, R: torch.Tensor) -> torch.Tensor | None:
+        """The rows :meth:`note_dead_rows` recorded for this very ``R`` (same object) and the
+        current ``W_i``, else ``None``."""
+        cached = self._memo.get(("dead_rows", i))
+        if cached is None or cached[0] != self._version[i] or cached[1][0] is not R:
+            return None
+        return cached[1][1]  # type: ignore[no-any-return]
 
     # ----------------------------------------------------------------- editing
     def change_basis(
@@ -427,7 +443,7 @@ class Surgery:
                 undo.append(lambda p=p, old=old: p.data.copy_(old))
                 p.copy_(cast(value))
             return
-        new = m.make_map(i, tuple(W.shape), diagonal=diag)
+        new = m.empty_map(i, tuple(W.shape), diagonal=diag)  # every parameter written below
         if diag:
             new.diagonal.copy_(cast(torch.diagonal(self.matrix(i))))
         else:
@@ -515,6 +531,16 @@ class Workspace:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return (self[i] for i in range(len(self)))
+
+    def peek(self, i: int) -> torch.Tensor:
+        """Entry ``i`` for reading only: the float64 copy if it was made, else the model's own
+        tensor in its dtype (no copy: for a value computed once, such as a bound, of a map the
+        operation may never otherwise touch). Never write to the result."""
+        t = self._items[i]
+        if t is not None:
+            return t
+        t = self._sources[i]().detach()
+        return t if self._shapes is None else t.reshape(self._shapes[i])
 
     def shape(self, i: int) -> tuple[int, ...]:
         t = self._items[i]
@@ -611,28 +637,48 @@ def output_change(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((after[..., :k].to(F64) - before[..., :k].to(F64)).abs().max())
 
 
+GRAM_BLOCKS = 4
+"""Row blocks of :func:`gram`: its lower triangle in ``(k + 1) / 2k`` of the full product's work
+(5/8 at 4; more blocks gain little: smaller products run slower)."""
+
+
 def gram(W: torch.Tensor) -> torch.Tensor:
-    """``W W^T``, the matrix whose ``eigh`` :meth:`Surgery.left_basis` takes (its own function so
-    that cost accounting can count it with the factorisation it belongs to)."""
-    return W @ W.T
+    """The lower triangle of ``W W^T``, all that ``torch.linalg.eigh`` reads (``UPLO="L"``)
+    when :meth:`Surgery.left_basis` takes it: row block ``i`` against rows ``[:end_i]``, each
+    entry the same dot product as in ``W @ W.T`` (above the diagonal blocks: zeros). Its own
+    function so that cost accounting can count it with the factorisation it belongs to."""
+    n = W.shape[0]
+    G = W.new_empty(n, n)
+    ends = [n * (i + 1) // GRAM_BLOCKS for i in range(GRAM_BLOCKS)]
+    for start, end in zip([0, *ends[:-1]], ends, strict=True):
+        G[start:end, :end] = W[start:end] @ W[:end].T
+        G[start:end, end:] = 0.0
+    return G
 
 
-def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`Surgery.left_basis` for the matrix ``W`` (computed here, never broadcast)."""
+def _left_basis(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`Surgery.left_basis` for the matrix ``W`` (computed here, never broadcast), and the
+    measured rows ``R[:, -d:]^T W`` of its ``d`` ``sigma = 0`` neurons (``[0, cols]`` if none or
+    from the SVD: :meth:`Surgery.note_dead_rows`)."""
     rows = W.shape[0]
     if min(W.shape) >= EIGH_MIN_WIDTH:
         lam, V = torch.linalg.eigh(gram(W))  # ascending
         top = float(lam[-1])
         zero = lam <= rows * torch.finfo(F64).eps * top
         if top > 0 and not bool(((~zero) & (lam < EIGH_GAP * top)).any()):
-            R = V.flip(-1)
             S = lam.flip(-1).clamp_min(0).sqrt()
-            dead = int(zero.sum())
-            if dead:  # measured, not sqrt of rounding noise: dead_count and the bound read these
-                S[rows - dead :] = (R[:, rows - dead :].T @ W).norm(dim=1)
-                order = torch.argsort(S[rows - dead :], descending=True, stable=True)
-                R = torch.cat([R[:, : rows - dead], R[:, rows - dead :][:, order]], dim=1)
-                S[rows - dead :] = S[rows - dead :][order]
-            return R, S
+            dead = int(zero.sum())  # the first `dead` columns of V (lam ascending)
+            if not dead:
+                return V.flip(-1), S, W.new_zeros(0, W.shape[1])
+            # measured, not sqrt of rounding noise: dead_count and the bound read these
+            measured = (V[:, :dead].T @ W).flip(0)
+            S[rows - dead :] = measured.norm(dim=1)
+            by_norm = torch.argsort(S[rows - dead :], descending=True, stable=True)
+            S[rows - dead :] = S[rows - dead :][by_norm]
+            order = torch.arange(rows - 1, -1, -1, device=W.device)  # descending
+            order[rows - dead :] = order[rows - dead :][by_norm]
+            # one gather (the flip and the dead ones' order) of the rows of V^T: LAPACK returns V
+            # column-major, so these are contiguous (a column gather of V costs 8x more)
+            return V.T.index_select(0, order).T, S, measured[by_norm]
     R, S, _ = torch.linalg.svd(W, full_matrices=True)
-    return R, pad_to_rows(S, rows)
+    return R, pad_to_rows(S, rows), W.new_zeros(0, W.shape[1])

@@ -91,8 +91,11 @@ def gather_own_psi(
         v = p.clone()
         v[0] += norm if float(p[0]) >= 0 else -norm  # Householder: p -> -+|p| e_1
         # null @ (I - 2 v v^T / v.v) as a rank-1 update (no dead x dead matrix, no product)
+        known, c = s.dead_rows(h, R), v * (2 / float(v @ v))
         R = R.clone()
-        R[:, width - dead :] -= torch.outer(null @ v, v * (2 / float(v @ v)))
+        R[:, width - dead :].addr_(null @ v, c, alpha=-1)  # in place, no outer product
+        if known is not None and known.shape[0] == dead:  # their rows follow: H (null^T W)
+            s.note_dead_rows(h, R, known - torch.outer(c, v @ known))
     return R, 1
 
 
@@ -140,9 +143,7 @@ def remove_weakest(
         R, _ = gather_own_psi(s, h, R, S)
     keep = width - n
     N = R[:, keep:]  # the weakest directions: after rotating by R^T, the last n neurons
-    # the rows actually removed, N^T W_h, measured (equal to S[keep:] up to rounding): the
-    # bound holds for them whatever the factorisation's accuracy
-    removed = apply_linear(s.W[h], N.T).reshape(n, -1).norm(dim=1)
+    removed = _removed_norms(s, h, R, n)
     b_star = N.T @ s.b[h]
     if h >= 1 and model.psi_mode != "none":
         own_psi = apply_linear(s.psi[h - 1], N.T)
@@ -188,6 +189,17 @@ def remove_weakest(
         bound += tail * float(carried.norm()) * max(gbar, G - gbar)
     s.change_basis(h, kept_basis(R, keep))
     return removed, bound
+
+
+def _removed_norms(s: Surgery, h: int, R: torch.Tensor, n: int) -> torch.Tensor:
+    """Norms of the rows actually removed, ``N^T W_h`` for ``N = R[:, -n:]``, measured (equal
+    to the last ``S`` up to rounding): the bound holds for them whatever the factorisation's
+    accuracy. ``sigma = 0`` rows the factorisation already measured are read, not multiplied
+    again (:meth:`~isoproof.ops._surgery.Surgery.dead_rows`)."""
+    known = s.dead_rows(h, R)
+    if known is not None and n <= known.shape[0]:
+        return known[known.shape[0] - n :].norm(dim=1)
+    return apply_linear(s.W[h], R[:, R.shape[1] - n :].T).reshape(n, -1).norm(dim=1)
 
 
 def kept_basis(R: torch.Tensor, keep: int) -> torch.Tensor | Complement:
