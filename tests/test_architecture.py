@@ -157,3 +157,17 @@ def test_the_length_checker_sees_a_long_function(tmp_path: Path) -> None:
     # the filter of the real test: an empty allow-list lets nothing through, a name exempts it
     assert [o.split(" ", 1)[1] for o in offenders([probe], frozenset())] == ["long (81 lines)"]
     assert offenders([probe], frozenset({"long"})) == []
+
+
+def test_lazy_table_lists_each_module_public_names() -> None:
+    """The package's lazy table must be written out (reading ``ops.__all__`` would import torch
+    for ``isoproof --version``), so it is checked against each module's own ``__all__``."""
+    import importlib
+
+    import isoproof
+
+    for module, names in isoproof._LAZY.items():
+        exported = set(getattr(importlib.import_module(f"isoproof.{module}"), "__all__", names))
+        assert set(names) <= exported, module
+    ops = importlib.import_module("isoproof.ops")
+    assert set(isoproof._LAZY["ops"]) == set(ops.__all__)
