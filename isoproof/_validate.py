@@ -61,6 +61,17 @@ def check_int(
     return value
 
 
+SEED_LIMIT = 2**63
+"""Seeds are ints in ``[0, SEED_LIMIT)``: what torch's generators take."""
+
+
+def check_seed(
+    value: object, what: str = "seed", error: type[IsoproofError] = IsoproofError
+) -> int:
+    """Return ``value`` if it is a seed torch's generators take (:data:`SEED_LIMIT`); else raise."""
+    return check_int(value, what, lo=0, hi=SEED_LIMIT - 1, error=error)
+
+
 def check_float(
     value: object,
     what: str,

@@ -77,6 +77,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
+from ._validate import check_seed
 from .checkpoint import TrainingState, check_saveable, read_checkpoint, write_checkpoint
 from .data import Dataset, MultiTaskDataset
 from .distributed import (
@@ -591,13 +592,10 @@ def _stored_run(
     the seed is this call's, the start is the history's first widths and, with a width
     schedule, leads to the model's widths (a forged start would drive the schedule anywhere)."""
     order_seed, start = state.run.get("order_seed"), state.run.get("start_hidden")
-    stopped = state.run.get("stopped", False)  # absent from checkpoints of older versions
-    other_seed = seed is not None and order_seed != seed
-    if type(order_seed) is not int or not 0 <= order_seed < 2**63 or other_seed:
-        equal = "" if seed is None else f" equal to seed={seed}"
-        raise CheckpointError(
-            f"{path}: expected an order_seed in [0, 2**63){equal}, got {order_seed!r:.40}"
-        )
+    stopped = state.run.get("stopped")
+    check_seed(order_seed, f"{path}: order_seed", CheckpointError)
+    if seed is not None and order_seed != seed:
+        raise CheckpointError(f"{path}: expected order_seed {seed} (the seed), got {order_seed}")
     first = history.widths[0][1:-1] if isinstance(history.widths[0], list) else None
     if not (isinstance(first, list) and first == start and len(first) == len(run.start_hidden)
             and all(type(w) is int and w >= 1 for w in first)):  # fmt: skip
@@ -730,10 +728,8 @@ def _start(
     device: torch.device | str | None,
 ) -> _Run:
     """Check the model against the data and the schedules; set up generators and tensors."""
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63
-    ):
-        raise IsoproofError(f"expected seed to be None or an int in [0, 2**63), got {seed!r:.40}")
+    if seed is not None:
+        check_seed(seed)
     net = model
     model = model.module if isinstance(model, DistributedDataParallel) else model
     if adapt is not None or width_schedule is not None:

@@ -151,8 +151,17 @@ def test_train_refuses_a_seed_torch_cannot_take(tmp_path, capsys):
     args = ["train", "--data", "digits", "--widths", "64,8,10", "--epochs", "1", "--quiet"]
     args += ["-o", str(tmp_path / "m.safetensors"), "--seed", "99999999999999999999999"]
     err = _error(capsys, args)
-    assert "expected --seed in [0, 2**63), got 99999999999999999999999" in err
+    assert "expected --seed to be an int in [0, 9223372036854775807], got 9999999999" in err
     assert "Overflow" not in err and not list(tmp_path.iterdir())
+
+
+def test_train_refuses_a_history_file_that_is_the_model_file(tmp_path, capsys):
+    """``-o x.json --history x.json``: the history would overwrite the saved model."""
+    same = tmp_path / "x.json"
+    args = ["train", "--data", "digits", "--widths", "64,8,10", "--epochs", "1", "--quiet"]
+    err = _error(capsys, [*args, "-o", str(same), "--history", str(same)])
+    assert "expected a --history path other than the -o file" in err
+    assert not list(tmp_path.iterdir())  # refused before training
 
 
 def test_resize_operations(trained, tmp_path, capsys):

@@ -112,15 +112,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
+    from ..._validate import check_seed
     from ...distributed import init_from_env, rank
 
     if args.epochs < 1:
         raise CliError(f"expected --epochs >= 1, got {args.epochs}")
-    if not 0 <= args.seed < 2**63:  # torch's generators take no more
-        raise CliError(f"expected --seed in [0, 2**63), got {args.seed}")
+    check_seed(args.seed, "--seed", CliError)  # before the data set and generators use it
     check_output(args.output, [], (".safetensors",), force=args.force)  # before any training
     if args.history:
-        check_output(args.history, [args.output], (".json",), force=args.force, flag="--history")
+        check_output(args.history, [], (".json",), force=args.force, flag="--history",
+                     outputs={"-o": args.output})  # fmt: skip
     if args.adapt and args.width_schedule:
         raise CliError("expected at most one of --adapt and --width-schedule, got both")
     _check_checkpoint(args)
