@@ -52,7 +52,6 @@ from .exceptions import CheckpointError
 from .io import (
     TRAINING_PREFIX,
     Specs,
-    _digest,
     _fail,
     _format_of,
     _read_header,
@@ -258,6 +257,15 @@ def _expected(
     check_specs(path, expected, train_specs, "the optimiser, generators and history")
 
 
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality (``NaN`` entries equal, as in the unused gain means; ``-0.0 != 0.0``),
+    without hashing either tensor."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    raw = [t.detach().cpu().contiguous().reshape(-1).view(torch.uint8) for t in (a, b)]
+    return torch.equal(*raw)
+
+
 def read_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -298,7 +306,7 @@ def read_checkpoint(
     training = held["training"]
     saved = model_specs(meta, tensors)
     current = {k: v.detach() for k, v in model.state_dict().items()}
-    if _digest(saved) != _digest(current):
+    if saved.keys() != current.keys() or not all(_same_bits(saved[k], current[k]) for k in saved):
         raise _fail(path, "expected the model this checkpoint holds, got other weights "
                           "(load it with isoproof.load(path) to resume)")  # fmt: skip
     moments = {k[len(_OPT) :]: v for k, v in tensors.items() if k.startswith(_OPT)}
