@@ -10,7 +10,6 @@ from pathlib import Path
 __all__ = [
     "add_force",
     "check_output",
-    "check_output_folder",
     "existing_file",
     "load_model",
     "pair",
@@ -149,14 +148,3 @@ def check_output(
         )
     check_folder(out.parent, flag)
     return out
-
-
-def check_output_folder(folder: str | Path, flag: str = "--out") -> Path:
-    """Check an output folder before any work is done: a folder (or creatable), writable.
-
-    Raises:
-        IsoproofError: one line naming ``flag`` (:func:`isoproof.files.check_folder`).
-    """
-    from ...files import check_folder
-
-    return check_folder(folder, flag)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import check_output_folder
+from ...files import check_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise ValueError(f"expected --epochs >= 1, got {args.epochs}")
-    check_output_folder(args.out, "--out")
+    check_folder(args.out, "--out")
     summary = run_demo(args.out, epochs=args.epochs, seed=args.seed, prove=args.prove)
     return 0 if summary["onnx"]["ok"] and summary["reload_identical"] else 1

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...files import check_folder
 from ..experiments import EXPERIMENTS
-from ._common import check_output_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         args.out = f"isoproof-experiment-{time.strftime('%Y%m%d-%H%M%S')}"
         while Path(args.out).exists():
             args.out += "-1"
-    check_output_folder(args.out, "--out")
+    check_folder(args.out, "--out")
     for name in names:
         paths = run_experiment(
             name, quick=args.quick, out=args.out, seed=args.seed, verbose=not args.quiet

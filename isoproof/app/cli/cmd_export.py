@@ -24,9 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ...files import check_folder
 from ...progress import Progress
 from . import CliError
-from ._common import add_force, check_output, check_output_folder, existing_file, load_model
+from ._common import add_force, check_output, existing_file, load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output is not None else args.web / "model.onnx"
     if out.suffix != ".onnx":
         raise CliError(f"expected an output path ending in .onnx, got {str(out)!r}")
-    if args.web is not None:
-        check_output_folder(args.web, "--web")
+    if args.web is not None and args.output is not None:  # else check_output checks it below
+        check_folder(args.web, "--web")
     check_output(out, [args.model, args.data], (".onnx",), force=args.force)
     for kind in ("fp16", "int8"):  # out.fp16.onnx, out.int8.onnx: outputs too
         if getattr(args, kind):
