@@ -149,18 +149,24 @@ def report_path_problem(path: str | os.PathLike[str], flag: str) -> str | None:
     runs: a directory, or a folder that cannot be created (a file on the way) or written.
 
     The proofs' own copy of :func:`isoproof.files.check_folder` (see :func:`write_atomic`: the
-    layering rule keeps ``proofs/`` apart from the core); the messages are the same.
+    layering rule keeps ``proofs/`` apart from the core), with its messages;
+    ``tests/test_proofs.py`` compares the two on the same paths.
     """
     target = Path(path)
     if os.path.isdir(target):
         return f"expected a file path for {flag}, got a directory ({str(target)!r})"
     folder = target.parent
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"expected a folder for {flag}, got the file {str(folder)!r}"
     existing = next(p for p in (folder, *folder.parents) if os.path.exists(p) or p == p.parent)
     if not os.path.isdir(existing):
-        return f"expected a writable folder for {flag}, got {str(existing)!r} (a file)"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"expected a writable folder for {flag}, got {str(existing)!r} (permission denied)"
-    return None
+        reason = "a file"
+    elif os.access(existing, os.W_OK | os.X_OK):
+        return None
+    else:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        reason = "read-only file system" if read_only else "permission denied"
+    return f"expected a writable folder for {flag}, got {str(existing)!r} ({reason})"
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -176,8 +176,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         status = run_from_args(args)
         sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # as isoproof.app.cli._discard_stdout (proofs/ cannot import it)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):  # stdout without a file descriptor
+            pass
         return 141
     return status
 

@@ -512,3 +512,21 @@ def test_main_into_a_closed_pipe_is_quiet() -> None:
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_report_path_check_words_errors_as_the_core_does(tmp_path: Path) -> None:
+    """``python -m proofs`` and ``isoproof prove`` refuse the same paths with the same line."""
+    from isoproof.proofs.report import report_path_problem
+
+    from isoproof.exceptions import IsoproofError
+    from isoproof.files import check_folder
+
+    (tmp_path / "plain").write_text("x")
+    for folder in (tmp_path / "plain", tmp_path / "plain" / "deeper", tmp_path / "new"):
+        problem = report_path_problem(folder / "r.json", "--json")
+        try:
+            check_folder(folder, "--json")
+            core = None
+        except IsoproofError as e:
+            core = str(e)
+        assert problem == core, folder
