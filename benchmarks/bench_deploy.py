@@ -23,10 +23,11 @@ from isoproof.exporters.runtime import interleaved_medians, ort_session
 from torch import nn
 
 import isoproof as ip
-from isoproof.standard import paired_standard
+from isoproof.standard import paired_standard, widths_of
 from isoproof.table import markdown_table
 
 from ._common import record
+from ._models import tp_magnitude_pruner, trained_like
 
 WIDTHS = [784, 1024, 1024, 1024, 10]
 RUNS = 200
@@ -34,29 +35,14 @@ RUNS = 200
 
 def models(seed: int = 0) -> dict[str, nn.Module]:
     """The three ``[784, 512 x 3, 10]`` models: isoproof pruned, pruned + sparsified, TP's."""
-    import torch_pruning as tp
-
-    g = torch.Generator().manual_seed(seed)
-    iso = ip.IsotropicMLP(WIDTHS, generator=g)
-    with torch.no_grad():
-        for m in iso.linears:
-            m.bias.normal_(0, 0.1, generator=g)
-        for p in iso.psi:
-            p.normal_(0, 0.1, generator=g)
+    iso = trained_like(WIDTHS, seed)
     tanh = paired_standard(iso, strict=False)  # the same weights; tanh has no psi
     pruned = copy.deepcopy(iso)
     for h in range(len(WIDTHS) - 2):
         ip.prune(pruned, h, WIDTHS[h + 1] // 2)
     sparse = copy.deepcopy(pruned)
     ip.sparsify(sparse)
-    last = [m for m in tanh.modules() if isinstance(m, nn.Linear)][-1]
-    tp.pruner.MagnitudePruner(
-        tanh,
-        torch.randn(2, WIDTHS[0]),
-        importance=tp.importance.MagnitudeImportance(p=2),
-        pruning_ratio=0.5,
-        ignored_layers=[last],
-    ).step()
+    tp_magnitude_pruner(tanh, torch.randn(2, WIDTHS[0]), 0.5).step()
     return {
         "isoproof pruned": pruned,
         "isoproof pruned + sparsified": sparse,
@@ -72,8 +58,7 @@ def measure(files: dict[str, nn.Module], runs: int = RUNS) -> dict[str, dict[str
         for k, (name, model) in enumerate(files.items()):
             path = export_onnx(model, Path(tmp) / f"{k}.onnx", input_width=WIDTHS[0])
             report = verify_onnx(path, model, latency_runs=0, raise_on_failure=False)
-            linear = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
-            widths = list(getattr(model, "widths", [WIDTHS[0], *linear]))
+            widths = widths_of(model)
             out[name] = {"verified": report.ok, "max_abs_error": report.max_abs,
                          "stored": ip.count_parameters(model), "widths": widths,
                          "bytes": path.stat().st_size}  # fmt: skip
@@ -112,14 +97,15 @@ def render(result: dict[str, dict[str, Any]]) -> str:
         for name, r in result.items()
         if name != "Torch-Pruning"
     ]
-    return (
-        "## Deployment: 50%-pruned files, isoproof vs Torch-Pruning (ORT CPU, 1 thread)\n\n"
-        f"From `{WIDTHS}` (isotropic, non-zero biases and psi, and its tanh twin with the same "
-        "weights) to `[784, 512 x 3, 10]`: `isoproof.prune` on every hidden layer (and "
-        "`sparsify` for the second file), Torch-Pruning's `MagnitudePruner` at ratio 0.5 on the "
-        f"tanh MLP. Medians of {RUNS} calls per cell, the files interleaved call by call; ratio = "
-        "file / Torch-Pruning's file.\n\n" + table + "\n\n" + "\n".join(lines)
+    setup = (
+        f"From `{WIDTHS}` (isotropic, spread singular values, non-zero biases and psi, and its "
+        "tanh twin with the same weights) to `[784, 512 x 3, 10]`: `isoproof.prune` on every "
+        "hidden layer (and `sparsify` for the second file), Torch-Pruning's `MagnitudePruner` "
+        f"at ratio 0.5 on the tanh MLP. Medians of {RUNS} calls per cell, the files interleaved "
+        "call by call; ratio = file / Torch-Pruning's file."
     )
+    title = "## Deployment: 50%-pruned files, isoproof vs Torch-Pruning (ORT CPU, 1 thread)"
+    return f"{title}\n\n{setup}\n\n{table}\n\n" + "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:

@@ -32,6 +32,7 @@ from isoproof.standard import standard_mlp
 from isoproof.table import markdown_table
 
 from ._common import record
+from ._models import tp_magnitude_pruner, trained_like
 
 DEEP = [784, *([1024] * 8), 10]
 FACTORISATIONS = ("svd", "svdvals", "eigh")
@@ -76,22 +77,6 @@ def factorisation_clock() -> Iterator[dict[str, float]]:
         yield spent
 
 
-def _trained_like(widths: list[int], seed: int = 0) -> ip.IsotropicMLP:
-    """Orthogonal init with spread singular values and non-zero biases/psi (a trained layer's
-    spectrum decays; all-equal sigma would make every choice a tie)."""
-    g = torch.Generator().manual_seed(seed)
-    model = ip.IsotropicMLP(widths, generator=g)
-    with torch.no_grad():
-        for lin in model.linears:
-            U, _, Vh = torch.linalg.svd(lin.weight.double(), full_matrices=False)
-            S = torch.logspace(0, -1.5, min(lin.weight.shape), dtype=torch.float64)
-            lin.weight.copy_(U @ torch.diag(S) @ Vh)
-            lin.bias.normal_(std=0.1, generator=g)
-        for p in model.psi:
-            p.normal_(std=0.01, generator=g)
-    return model
-
-
 def operation_shares(model: ip.IsotropicMLP) -> list[dict[str, Any]]:
     ops: dict[str, Callable[[ip.IsotropicMLP], object]] = {
         "prune 50% (8 x prune(n=512))": lambda m: [ip.prune(m, h, 512) for h in range(8)],
@@ -124,8 +109,6 @@ def operation_shares(model: ip.IsotropicMLP) -> list[dict[str, Any]]:
 
 
 def versus_torch_pruning(model: ip.IsotropicMLP, rounds: int = 3) -> dict[str, Any]:
-    import torch_pruning as tp
-
     example = torch.randn(2, DEEP[0])
     iso_t, tp_t, fact_t = [], [], []
     for _ in range(rounds):  # interleaved
@@ -137,14 +120,7 @@ def versus_torch_pruning(model: ip.IsotropicMLP, rounds: int = 3) -> dict[str, A
             iso_t.append(time.perf_counter() - t0)
         fact_t.append(clock["seconds"])
         std = standard_mlp(DEEP)
-        last = [m for m in std.modules() if isinstance(m, torch.nn.Linear)][-1]
-        pruner = tp.pruner.MagnitudePruner(
-            std,
-            example,
-            importance=tp.importance.MagnitudeImportance(p=2),
-            pruning_ratio=0.5,
-            ignored_layers=[last],
-        )
+        pruner = tp_magnitude_pruner(std, example, 0.5)
         t0 = time.perf_counter()
         pruner.step()
         tp_t.append(time.perf_counter() - t0)
@@ -153,7 +129,7 @@ def versus_torch_pruning(model: ip.IsotropicMLP, rounds: int = 3) -> dict[str, A
 
 
 def versus_svdvals(width: int = 2048, rounds: int = 3) -> dict[str, Any]:
-    model = _trained_like([256, width, width, 10])
+    model = trained_like([256, width, width, 10])
     W = model.linears[1].weight.detach().double()
     prune_t, svals_t = [], []
     for _ in range(rounds):  # interleaved
@@ -302,7 +278,7 @@ def _memory_line(memory: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
-    model = _trained_like(DEEP)
+    model = trained_like(DEEP)
     shares = operation_shares(model)
     tp_cmp = versus_torch_pruning(model)
     svd_cmp = versus_svdvals()

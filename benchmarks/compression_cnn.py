@@ -44,6 +44,8 @@ from isoproof.data import Dataset, load_digits
 from isoproof.standard import paired_standard
 from isoproof.train import fit
 
+from ._models import tp_magnitude_pruner
+
 __all__ = ["BUDGETS", "METHODS", "SETTINGS", "prune_isoproof", "prune_magnitude", "prune_tp", "run"]
 
 BUDGETS: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25, 0.10)
@@ -98,21 +100,12 @@ def _convs(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d)]
 
 
-def _head(model: nn.Module) -> nn.Module:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
 def prune_tp(model: nn.Sequential, budget: float, example: torch.Tensor) -> nn.Sequential:
     """Torch-Pruning's ``MagnitudePruner`` at the largest ratio (step 0.01) that fits ``budget``."""
-    import torch_pruning as tp
 
     def make(f: float) -> nn.Module:
         new = copy.deepcopy(model)
-        pruner = tp.pruner.MagnitudePruner(
-            new, example, importance=tp.importance.MagnitudeImportance(p=2),
-            pruning_ratio=1.0 - f, ignored_layers=[_head(new)],
-        )  # fmt: skip
-        pruner.step()
+        tp_magnitude_pruner(new, example, 1.0 - f).step()
         return new
 
     return _largest_fitting(make, budget * ip.count_parameters(model))

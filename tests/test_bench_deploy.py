@@ -15,12 +15,10 @@ def files():
 
 def test_every_file_has_the_pruned_widths_and_isoproof_keeps_its_function(files):
     import isoproof as ip
+    from isoproof.standard import widths_of
 
     for name, model in files.items():
-        widths = getattr(model, "widths", None) or [784] + [
-            m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)
-        ]
-        assert list(widths) == [784, 512, 512, 512, 10], name
+        assert widths_of(model) == [784, 512, 512, 512, 10], name
     pruned, sparse = files["isoproof pruned"], files["isoproof pruned + sparsified"]
     x = torch.randn(8, 784)
     torch.testing.assert_close(sparse(x), pruned(x), atol=1e-5, rtol=1e-5)  # sparsify is exact

@@ -26,3 +26,12 @@ def test_every_row_reads_its_numbers_from_the_result(tmp_path):
     text = summary.render(tmp_path)
     assert "50% prune 12.2x Torch-Pruning" in text
     assert text.count("\n") == 3  # header, rule, two rows: absent results are skipped
+
+
+def test_readme_cnn_limitation_is_the_render_of_the_stored_result():
+    from benchmarks.bench_compression_cnn import readme_line
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    begin, end = "<!-- bench:compression_cnn -->\n", "\n<!-- /bench:compression_cnn -->"
+    stored = json.loads((summary.RESULTS / "compression_cnn.json").read_text(encoding="utf-8"))
+    assert readme.split(begin, 1)[1].split(end, 1)[0] == readme_line(stored)
