@@ -132,7 +132,8 @@ the float model count as tied: outputs below it are compared in absolute terms."
 INT8_MIN_AGREEMENT = 0.8
 """Smallest fraction of rows on which an int8 file must pick the float model's top class (ties
 within :data:`INT8_SCALE_FLOOR` agree). Measured on honest exports: 0.94 to 1.0 (static QDQ on
-random rows is the lowest); files with zeroed weights: 0.08 to 0.19 (10 classes)."""
+random rows is the lowest); files with zeroed weights: about 0.08 on the digits model, chance
+for 10 classes (``docs/export.md``; the tests assert < 0.2)."""
 INT8_UNBOUNDED_SETS: tuple[str, ...] = ("large",)
 """Input sets an int8 file is only checked for NaN/Inf on (outside int8's activation range)."""
 
@@ -468,7 +469,7 @@ def _compare_sets(
             y = _run_set(report, ev, backend, name, x.astype(in_dtype), fixed, y_ref, y_own)
             if y is None:
                 continue
-            if name not in INT8_UNBOUNDED_SETS:
+            if report.kind == "int8" and name not in INT8_UNBOUNDED_SETS:
                 agrees[ev].append(top1_agreement(y, y_ref, INT8_SCALE_FLOOR))
             if name == "data" and y_true is not None:
                 report.accuracy[ev] = _accuracy(y, y_true)
@@ -510,7 +511,7 @@ def _run_set(
     report.results.append(r)
     if r.nonfinite:
         report.failures.append(f"{ev} gives {r.nonfinite} NaN/Inf on {name!r}")
-    elif limit is not None and r.max_abs > limit:
+    elif not r.ok and limit is not None:  # _compare held the set to the int8 limit
         report.failures.append(
             f"{ev} on {name!r}: expected max abs error <= {limit:.3g} (int8: "
             f"{report.max_relative_error:g} x max({INT8_SCALE_FLOOR:g}, output scale "

@@ -109,8 +109,6 @@ def test_no_reference_outside_the_repository(folder: str) -> None:
 
 # --------------------------------------------------------------------------- function length
 MAX_FUNCTION_LINES = 80
-# Functions allowed to stay longer while someone splits them (empty: every function is checked).
-LONG_FUNCTIONS_ALLOWED: frozenset[str] = frozenset()
 
 
 def long_functions(paths: list[Path], limit: int = MAX_FUNCTION_LINES) -> list[str]:
@@ -128,11 +126,6 @@ def long_functions(paths: list[Path], limit: int = MAX_FUNCTION_LINES) -> list[s
     return sorted(found)
 
 
-def offenders(paths: list[Path], allowed: frozenset[str] = LONG_FUNCTIONS_ALLOWED) -> list[str]:
-    """:func:`long_functions` minus the functions named in ``allowed``."""
-    return [o for o in long_functions(paths) if o.split(" ")[1] not in allowed]
-
-
 def _library_files() -> list[Path]:
     return [p for f in ("isoproof", "proofs", "exporters", "benchmarks") for p in _sources(f)]
 
@@ -140,13 +133,7 @@ def _library_files() -> list[Path]:
 def test_no_function_over_80_lines_outside_tests() -> None:
     files = _library_files()
     assert len(files) > 40
-    assert offenders(files) == []
-
-
-def test_the_allow_list_names_only_long_functions() -> None:
-    """A name stays on the allow-list only while its function is still too long."""
-    still_long = {o.split(" ")[1] for o in long_functions(_library_files())}
-    assert sorted(LONG_FUNCTIONS_ALLOWED - still_long) == []
+    assert long_functions(files) == []
 
 
 def test_the_length_checker_sees_a_long_function(tmp_path: Path) -> None:
@@ -155,8 +142,7 @@ def test_the_length_checker_sees_a_long_function(tmp_path: Path) -> None:
     probe.write_text(f"def short():\n    pass\n\n\ndef long():\n{body}\n", encoding="utf-8")
     assert [o.split(" ", 1)[1] for o in long_functions([probe], 80)] == ["long (81 lines)"]
     # the filter of the real test: an empty allow-list lets nothing through, a name exempts it
-    assert [o.split(" ", 1)[1] for o in offenders([probe], frozenset())] == ["long (81 lines)"]
-    assert offenders([probe], frozenset({"long"})) == []
+    assert [o.split(" ", 1)[1] for o in long_functions([probe])] == ["long (81 lines)"]
 
 
 def test_lazy_table_lists_each_module_public_names() -> None:

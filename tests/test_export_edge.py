@@ -223,6 +223,7 @@ def test_int8_criterion_fails_a_file_with_zeroed_weights(digits, int8_files, mod
     for inputs in (None, x):
         report = verify_onnx(zeroed, model, inputs=inputs, raise_on_failure=False)
         assert not report.ok
+        assert not any(r.ok for r in _bounded(report))  # every bounded set fails its limit
         assert max(r.max_rel for r in _bounded(report)) > 0.95  # measured: 1.01 x the scale
         assert max(report.agreement.values()) < 0.2  # measured: 0.08 (chance is 0.1)
         text = "; ".join(report.failures)
@@ -274,6 +275,26 @@ def test_allowed_error_holds_a_zero_output_to_atol() -> None:
     assert allowed_error(y_ref, math.inf, math.inf).tolist() == [[math.inf] * 3]  # was NaN at 0
     assert allowed_error(y_ref, 1e-3, 0.5).tolist() == [[1e-3, 1.001, 2.001]]
     assert allowed_error(y_ref, 0.0, math.inf).tolist() == [[0.0, math.inf, math.inf]]
+
+
+def test_int8_output_scale_leaves_out_the_large_set() -> None:
+    """``S`` is the float model's scale on the sets int8 represents; ``large`` (norms 1e2-1e4
+    times the data's) would inflate the bound on every other set."""
+    from isoproof.exporters.verify import VerificationReport, _set_int8_scale
+
+    inf = math.inf
+    report = VerificationReport("m.onnx", "int8", 0, 0, 0, {}, [], 18, "dynamic", inf, inf)
+    refs = {"random": np.array([[1.0, -2.0]]), "zero": np.zeros((1, 2)),
+            "large": np.array([[1e6, np.inf]])}  # fmt: skip
+    _set_int8_scale(report, refs)
+    assert report.output_scale == 2.0
+
+
+def test_float_files_get_no_int8_agreement(digits, tmp_path) -> None:
+    model = digits["model"]
+    report = verify_onnx(export_onnx(model, tmp_path / "f.onnx"), model)
+    assert report.ok and report.kind == "float32"
+    assert report.agreement == {} and report.min_agreement is None
 
 
 def test_top1_agreement_counts_ties_within_the_floor() -> None:
