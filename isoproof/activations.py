@@ -191,6 +191,9 @@ class IsotropicActivation(nn.Module):
                 return p.exp().sqrt()  # type: ignore[union-attr]
         else:
             p = self._buffers["o_const"]
+        if p.device.type != "cpu":  # reading the value would sync the device on every call
+            with torch.no_grad():
+                return p.exp().sqrt() if self.intrinsic_length == "trainable" else p.sqrt()  # type: ignore[union-attr]
         key = (float(p), p.dtype, p.device)  # type: ignore[arg-type,union-attr]
         cached = self.__dict__.get("_root")
         if cached is None or cached[0] != key:

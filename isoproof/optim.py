@@ -139,7 +139,10 @@ class Complement:
         a, tau = torch.geqrf(N)
         k = tau.numel()
         V = torch.tril(a, -1) + torch.eye(*a.shape, dtype=a.dtype, device=a.device)
-        return cls(V, torch.triu(V.T @ V, 1) + torch.diag(1 / tau[:k]))
+        identity = tau[:k] == 0  # a column already +-e_j: its reflector is the identity
+        V = V * (~identity).to(V.dtype)  # dropped, so no 1/0 enters M
+        inverse = torch.where(identity, torch.ones_like(tau[:k]), 1 / tau[:k])
+        return cls(V, torch.triu(V.T @ V, 1) + torch.diag(inverse))
 
     @property
     def n_old(self) -> int:
@@ -545,7 +548,7 @@ def named_state_dict(
     for name, keys in description["state"].items():
         entry = {key: tensors[f"{name}/{key}"] for key in keys}
         for key, value in entry.items():
-            bad = not bool(torch.isfinite(value).all())
+            bad = not all_finite(value)
             if key == "step":
                 bad = bad or float(value) < 0 or float(value) != math.floor(float(value))
             elif key in SECOND_MOMENTS:  # Adam divides by their square roots

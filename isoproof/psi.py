@@ -80,7 +80,7 @@ class PsiVectors(nn.Module):
         ``None`` per layer in mode ``"none"`` (the forward ignores those vectors)."""
         if self.mode == "none":
             return [None] * self._count
-        store = self._parameters if self.mode in ("decay", "trainable") else self._buffers
+        store = self._parameters if self.trainable else self._buffers
         return [store[name] for name in self._names]
 
     def __len__(self) -> int:

@@ -68,8 +68,8 @@ class Radial:
     def gain(self, r: torch.Tensor) -> torch.Tensor:
         """``g(r) = s(r) / r`` for ``r > 0`` (callers clamp ``r >= eps``)."""
         s = self.profile(r)  # a fresh tensor (the shipped profiles): divided in place when no
-        # graph needs it and it is not r itself
-        if s.requires_grad or s is r:
+        # graph needs it and it is neither r nor a view (a user profile may return one of r)
+        if s.requires_grad or s is r or s._is_view():
             return s / r
         return s.div_(r)
 

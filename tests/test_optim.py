@@ -210,3 +210,16 @@ def test_named_state_round_trips_through_a_resize(make):
     for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
         assert torch.equal(p, q), name
     assert not torch.equal(model.linears[0].weight, control.linears[0].weight)
+
+
+def test_complement_of_a_basis_column_stays_finite() -> None:
+    """A column already +-e_j has tau = 0 (an identity reflector): no 1/0 in the compact form."""
+    from isoproof.optim import Complement
+
+    for n, cols in ((5, [0]), (6, [0, 3])):
+        N = torch.eye(n, dtype=torch.float64)[:, cols]
+        c = Complement.of(N)
+        C = c.matrix()
+        assert bool(torch.isfinite(c.M).all())
+        assert float((C @ N).abs().max()) == 0.0
+        torch.testing.assert_close(C @ C.T, torch.eye(n - len(cols), dtype=torch.float64))
